@@ -1,0 +1,4 @@
+DROP TABLE outbox;
+DROP TABLE products;
+DROP TABLE sellers;
+DROP TABLE categories;

@@ -1,0 +1,267 @@
+//! CatalogService: converts between the proto contract and the domain, nothing more.
+
+use prost_types::Timestamp as ProtoTimestamp;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    domain::{
+        Error, FieldViolation,
+        catalog::{Catalog, ListRequest},
+        listing::ProductSort,
+        product::{Category, Product, ProductInput, ProductStatus, Seller, StatusInput, Timestamp},
+    },
+    proto::catalog::{self as pb, catalog_service_server::CatalogService},
+};
+
+pub struct CatalogApi {
+    catalog: Catalog,
+}
+
+impl CatalogApi {
+    pub fn new(catalog: Catalog) -> Self {
+        Self { catalog }
+    }
+}
+
+fn timestamp(t: Timestamp) -> Option<ProtoTimestamp> {
+    Some(ProtoTimestamp {
+        seconds: t.0.div_euclid(1_000_000),
+        nanos: (t.0.rem_euclid(1_000_000) * 1000) as i32,
+    })
+}
+
+fn status_to_proto(s: ProductStatus) -> pb::ProductStatus {
+    match s {
+        ProductStatus::Draft => pb::ProductStatus::Draft,
+        ProductStatus::Active => pb::ProductStatus::Active,
+        ProductStatus::Archived => pb::ProductStatus::Archived,
+    }
+}
+
+fn status_from_proto(raw: i32) -> StatusInput {
+    match pb::ProductStatus::try_from(raw) {
+        Ok(pb::ProductStatus::Unspecified) => StatusInput::Unspecified,
+        Ok(pb::ProductStatus::Draft) => StatusInput::Known(ProductStatus::Draft),
+        Ok(pb::ProductStatus::Active) => StatusInput::Known(ProductStatus::Active),
+        Ok(pb::ProductStatus::Archived) => StatusInput::Known(ProductStatus::Archived),
+        Err(_) => StatusInput::Unknown(raw),
+    }
+}
+
+fn product_to_proto(p: Product) -> pb::Product {
+    pb::Product {
+        id: p.id.to_string(),
+        name: p.name,
+        description: p.description,
+        price: Some(pb::Money {
+            amount_minor: p.price.amount_minor,
+            currency_code: p.price.currency.as_str().to_owned(),
+        }),
+        category_id: p.category_id.to_string(),
+        seller_id: p.seller_id.to_string(),
+        image_urls: p.image_urls,
+        embedding: p.embedding.unwrap_or_default(),
+        status: status_to_proto(p.status).into(),
+        create_time: timestamp(p.created_at),
+        update_time: timestamp(p.updated_at),
+    }
+}
+
+fn product_input(p: pb::Product) -> ProductInput {
+    ProductInput {
+        name: p.name,
+        description: p.description,
+        price: p.price.map(|m| (m.amount_minor, m.currency_code)),
+        category_id: p.category_id,
+        seller_id: p.seller_id,
+        image_urls: p.image_urls,
+        embedding: p.embedding,
+        status: Some(status_from_proto(p.status)),
+    }
+}
+
+fn category_to_proto(c: Category) -> pb::Category {
+    pb::Category {
+        id: c.id.to_string(),
+        display_name: c.display_name,
+    }
+}
+
+fn seller_to_proto(s: Seller) -> pb::Seller {
+    pb::Seller {
+        id: s.id.to_string(),
+        display_name: s.display_name,
+        create_time: timestamp(s.created_at),
+    }
+}
+
+fn required<T>(field: &str, value: Option<T>) -> Result<T, Status> {
+    value.ok_or_else(|| Error::invalid(field, "is required").into())
+}
+
+#[tonic::async_trait]
+impl CatalogService for CatalogApi {
+    async fn list_categories(
+        &self,
+        _: Request<pb::ListCategoriesRequest>,
+    ) -> Result<Response<pb::ListCategoriesResponse>, Status> {
+        let categories = self.catalog.list_categories().await?;
+        Ok(Response::new(pb::ListCategoriesResponse {
+            categories: categories.into_iter().map(category_to_proto).collect(),
+        }))
+    }
+
+    async fn create_category(
+        &self,
+        request: Request<pb::CreateCategoryRequest>,
+    ) -> Result<Response<pb::CreateCategoryResponse>, Status> {
+        let category = required("category", request.into_inner().category)?;
+        let created = self
+            .catalog
+            .create_category(&category.id, &category.display_name)
+            .await
+            .map_err(|e| e.within("category"))?;
+        Ok(Response::new(pb::CreateCategoryResponse {
+            category: Some(category_to_proto(created)),
+        }))
+    }
+
+    async fn create_seller(
+        &self,
+        request: Request<pb::CreateSellerRequest>,
+    ) -> Result<Response<pb::CreateSellerResponse>, Status> {
+        let seller = self
+            .catalog
+            .create_seller(&request.into_inner().display_name)
+            .await?;
+        Ok(Response::new(pb::CreateSellerResponse {
+            seller: Some(seller_to_proto(seller)),
+        }))
+    }
+
+    async fn get_seller(
+        &self,
+        request: Request<pb::GetSellerRequest>,
+    ) -> Result<Response<pb::GetSellerResponse>, Status> {
+        let seller = self.catalog.get_seller(&request.into_inner().id).await?;
+        Ok(Response::new(pb::GetSellerResponse {
+            seller: Some(seller_to_proto(seller)),
+        }))
+    }
+
+    async fn get_product(
+        &self,
+        request: Request<pb::GetProductRequest>,
+    ) -> Result<Response<pb::GetProductResponse>, Status> {
+        let product = self.catalog.get_product(&request.into_inner().id).await?;
+        Ok(Response::new(pb::GetProductResponse {
+            product: Some(product_to_proto(product)),
+        }))
+    }
+
+    async fn batch_get_products(
+        &self,
+        request: Request<pb::BatchGetProductsRequest>,
+    ) -> Result<Response<pb::BatchGetProductsResponse>, Status> {
+        let (products, missing_ids) = self
+            .catalog
+            .batch_get_products(&request.into_inner().ids)
+            .await?;
+        Ok(Response::new(pb::BatchGetProductsResponse {
+            products: products.into_iter().map(product_to_proto).collect(),
+            missing_ids,
+        }))
+    }
+
+    async fn list_products(
+        &self,
+        request: Request<pb::ListProductsRequest>,
+    ) -> Result<Response<pb::ListProductsResponse>, Status> {
+        let request = request.into_inner();
+        let filter = request.filter.unwrap_or_default();
+        let sort = match pb::ProductSort::try_from(request.sort) {
+            Ok(pb::ProductSort::Unspecified | pb::ProductSort::Newest) => ProductSort::Newest,
+            Ok(pb::ProductSort::PriceAsc) => ProductSort::PriceAsc,
+            Ok(pb::ProductSort::PriceDesc) => ProductSort::PriceDesc,
+            Err(_) => {
+                return Err(Error::invalid("sort", format!("unknown sort {}", request.sort)).into());
+            }
+        };
+        let page = self
+            .catalog
+            .list_products(&ListRequest {
+                category_id: filter.category_id,
+                seller_id: filter.seller_id,
+                min_price_minor: filter.min_price_minor,
+                max_price_minor: filter.max_price_minor,
+                currency_code: filter.currency_code,
+                status: Some(status_from_proto(filter.status)),
+                sort: Some(sort),
+                page_size: request.page_size,
+                page_token: request.page_token,
+            })
+            .await?;
+        Ok(Response::new(pb::ListProductsResponse {
+            products: page.products.into_iter().map(product_to_proto).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn create_product(
+        &self,
+        request: Request<pb::CreateProductRequest>,
+    ) -> Result<Response<pb::CreateProductResponse>, Status> {
+        let product = required("product", request.into_inner().product)?;
+        let created = self
+            .catalog
+            .create_product(product_input(product))
+            .await
+            .map_err(|e| e.within("product"))?;
+        Ok(Response::new(pb::CreateProductResponse {
+            product: Some(product_to_proto(created)),
+        }))
+    }
+
+    async fn update_product(
+        &self,
+        request: Request<pb::UpdateProductRequest>,
+    ) -> Result<Response<pb::UpdateProductResponse>, Status> {
+        let request = request.into_inner();
+        let product = required("product", request.product)?;
+        let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
+        let id = product.id.clone();
+        let updated = self
+            .catalog
+            .update_product(&id, &paths, product_input(product))
+            .await
+            .map_err(|e| match e {
+                // The mask is a sibling of `product` in the request, so its path stays top-level.
+                Error::InvalidArgument(violations) => Error::InvalidArgument(
+                    violations
+                        .into_iter()
+                        .map(|v| match v.field.as_str() {
+                            "update_mask" => v,
+                            field => FieldViolation {
+                                field: format!("product.{field}"),
+                                ..v
+                            },
+                        })
+                        .collect(),
+                ),
+                e => e,
+            })?;
+        Ok(Response::new(pb::UpdateProductResponse {
+            product: Some(product_to_proto(updated)),
+        }))
+    }
+
+    async fn delete_product(
+        &self,
+        request: Request<pb::DeleteProductRequest>,
+    ) -> Result<Response<pb::DeleteProductResponse>, Status> {
+        self.catalog
+            .delete_product(&request.into_inner().id)
+            .await?;
+        Ok(Response::new(pb::DeleteProductResponse {}))
+    }
+}

@@ -1,0 +1,384 @@
+//! Typed configuration read from the environment and validated once at start-up.
+//!
+//! Every problem is reported at once, one line per bad variable, so an operator fixes a bad
+//! deployment in one round. The variable names are Soko's public interface: keep them stable.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use http::HeaderValue;
+
+/// The deployment environment. Production hides internal error text and logs JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Which SQL backend holds the data. URLs may carry passwords, so Debug redacts them.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+    Mysql(String),
+}
+
+impl DatabaseUrl {
+    /// Parses `DATABASE_URL`; `sqlite://path`, a bare path, `postgres://…` or `mysql://…`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            Ok(Self::Postgres(raw.to_owned()))
+        } else if raw.starts_with("mysql://") || raw.starts_with("mariadb://") {
+            Ok(Self::Mysql(raw.replacen("mariadb://", "mysql://", 1)))
+        } else if let Some(path) = raw.strip_prefix("sqlite://") {
+            Self::sqlite_path(path)
+        } else if raw.contains("://") {
+            Err("must start with postgres://, mysql:// or sqlite:// (or be a file path)".into())
+        } else {
+            Self::sqlite_path(raw)
+        }
+    }
+
+    fn sqlite_path(path: &str) -> Result<Self, String> {
+        if path.is_empty() || path == ":memory:" {
+            // Each pooled connection would get its own empty in-memory database.
+            return Err(
+                "SQLite needs a file path (:memory: is not shared between connections)".into(),
+            );
+        }
+        Ok(Self::Sqlite(PathBuf::from(path)))
+    }
+
+    /// The backend's name, for logs, health and metrics.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+            Self::Mysql(_) => "mysql",
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Postgres(url) | Self::Mysql(url) => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host` with `***`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".into();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                format!("{scheme}://{user}@{host}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// The whole configuration of a Soko process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub grpc_addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: DatabaseUrl,
+    pub env: Environment,
+    pub cors_origins: Vec<HeaderValue>,
+    pub log_filter: String,
+    pub log_format: LogFormat,
+    pub db_pool_size: u32,
+    pub db_checkout_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub max_message_bytes: usize,
+    pub embedding_dim: usize,
+    pub migrate_on_start: bool,
+}
+
+/// All the problems found in the environment, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Reads configuration through `lookup`, so tests can supply their own variables.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let var = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+
+        let grpc_addr = parse_or(
+            &mut problems,
+            "SOKO_GRPC_ADDR",
+            var("SOKO_GRPC_ADDR"),
+            SocketAddr::from(([0, 0, 0, 0], 50051)),
+        );
+        let ops_addr = parse_or(
+            &mut problems,
+            "SOKO_OPS_ADDR",
+            var("SOKO_OPS_ADDR"),
+            SocketAddr::from(([0, 0, 0, 0], 9090)),
+        );
+        let data_dir = PathBuf::from(var("SOKO_DATA_DIR").unwrap_or_else(|| "./soko-data".into()));
+
+        let env = match var("SOKO_ENV")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("development") | Some("dev") => Environment::Development,
+            Some("production") | Some("prod") => Environment::Production,
+            Some(other) => {
+                problems.push(format!(
+                    "SOKO_ENV: `{other}` is not one of development, production"
+                ));
+                Environment::Development
+            }
+        };
+
+        let database = match var("DATABASE_URL") {
+            None => DatabaseUrl::Sqlite(data_dir.join("soko.db")),
+            Some(raw) => DatabaseUrl::parse(&raw).unwrap_or_else(|why| {
+                problems.push(format!("DATABASE_URL: {why}"));
+                DatabaseUrl::Sqlite(data_dir.join("soko.db"))
+            }),
+        };
+
+        let cors_origins = var("SOKO_CORS_ORIGINS")
+            .map(|raw| parse_origins(&raw, &mut problems))
+            .unwrap_or_default();
+
+        let log_filter = var("RUST_LOG").unwrap_or_else(|| "info".into());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_filter) {
+            problems.push(format!("RUST_LOG: {e}"));
+        }
+        let log_format = match var("SOKO_LOG_FORMAT")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None => match env {
+                Environment::Production => LogFormat::Json,
+                Environment::Development => LogFormat::Pretty,
+            },
+            Some("json") => LogFormat::Json,
+            Some("pretty") => LogFormat::Pretty,
+            Some(other) => {
+                problems.push(format!(
+                    "SOKO_LOG_FORMAT: `{other}` is not one of json, pretty"
+                ));
+                LogFormat::Pretty
+            }
+        };
+
+        let db_pool_size: u32 = parse_or(
+            &mut problems,
+            "SOKO_DB_POOL_SIZE",
+            var("SOKO_DB_POOL_SIZE"),
+            10,
+        );
+        if !(1..=1000).contains(&db_pool_size) {
+            problems.push(format!(
+                "SOKO_DB_POOL_SIZE: {db_pool_size} is outside 1..=1000"
+            ));
+        }
+        let checkout_ms: u64 = parse_or(
+            &mut problems,
+            "SOKO_DB_CHECKOUT_TIMEOUT_MS",
+            var("SOKO_DB_CHECKOUT_TIMEOUT_MS"),
+            250,
+        );
+        if !(1..=60_000).contains(&checkout_ms) {
+            problems.push(format!(
+                "SOKO_DB_CHECKOUT_TIMEOUT_MS: {checkout_ms} is outside 1..=60000"
+            ));
+        }
+        let shutdown_secs: u64 = parse_or(
+            &mut problems,
+            "SOKO_SHUTDOWN_TIMEOUT_SECS",
+            var("SOKO_SHUTDOWN_TIMEOUT_SECS"),
+            10,
+        );
+        if !(1..=600).contains(&shutdown_secs) {
+            problems.push(format!(
+                "SOKO_SHUTDOWN_TIMEOUT_SECS: {shutdown_secs} is outside 1..=600"
+            ));
+        }
+        let max_message_bytes: usize = parse_or(
+            &mut problems,
+            "SOKO_MAX_MESSAGE_BYTES",
+            var("SOKO_MAX_MESSAGE_BYTES"),
+            4 * 1024 * 1024,
+        );
+        if !(1024..=64 * 1024 * 1024).contains(&max_message_bytes) {
+            problems.push(format!(
+                "SOKO_MAX_MESSAGE_BYTES: {max_message_bytes} is outside 1024..=67108864"
+            ));
+        }
+        let embedding_dim: usize = parse_or(
+            &mut problems,
+            "SOKO_EMBEDDING_DIM",
+            var("SOKO_EMBEDDING_DIM"),
+            768,
+        );
+        if !(2..=4096).contains(&embedding_dim) {
+            problems.push(format!(
+                "SOKO_EMBEDDING_DIM: {embedding_dim} is outside 2..=4096"
+            ));
+        }
+        let migrate_on_start = parse_or(
+            &mut problems,
+            "SOKO_MIGRATE_ON_START",
+            var("SOKO_MIGRATE_ON_START"),
+            true,
+        );
+
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        Ok(Self {
+            grpc_addr,
+            ops_addr,
+            data_dir,
+            database,
+            env,
+            cors_origins,
+            log_filter,
+            log_format,
+            db_pool_size,
+            db_checkout_timeout: Duration::from_millis(checkout_ms),
+            shutdown_timeout: Duration::from_secs(shutdown_secs),
+            max_message_bytes,
+            embedding_dim,
+            migrate_on_start,
+        })
+    }
+}
+
+/// Parses `raw` when present, falling back to `default`; a parse failure is recorded as a problem.
+fn parse_or<T>(problems: &mut Vec<String>, key: &str, raw: Option<String>, default: T) -> T
+where
+    T: std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    match raw {
+        None => default,
+        Some(raw) => raw.trim().parse().unwrap_or_else(|e| {
+            problems.push(format!("{key}: `{raw}` is not valid: {e}"));
+            default
+        }),
+    }
+}
+
+/// Origins are exact `scheme://host[:port]` values; a wildcard would let any site call with the
+/// user's browser, so it is refused.
+fn parse_origins(raw: &str, problems: &mut Vec<String>) -> Vec<HeaderValue> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .filter_map(|origin| {
+            let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.trim_end_matches('/').contains(['*', ' '])
+                && origin.splitn(4, '/').nth(3).is_none_or(str::is_empty);
+            match (valid, HeaderValue::from_str(origin.trim_end_matches('/'))) {
+                (true, Ok(value)) => Some(value),
+                _ => {
+                    problems.push(format!(
+                        "SOKO_CORS_ORIGINS: `{origin}` is not an origin like https://shop.example.com (no wildcards, no path)"
+                    ));
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|key| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_sqlite_setup() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.grpc_addr.to_string(), "0.0.0.0:50051");
+        assert_eq!(c.ops_addr.to_string(), "0.0.0.0:9090");
+        assert_eq!(
+            c.database,
+            DatabaseUrl::Sqlite(PathBuf::from("./soko-data/soko.db"))
+        );
+        assert_eq!(c.env, Environment::Development);
+        assert_eq!(c.log_format, LogFormat::Pretty);
+        assert_eq!(c.db_checkout_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_at_once() {
+        let err = config(&[
+            ("SOKO_GRPC_ADDR", "nope"),
+            ("SOKO_ENV", "staging"),
+            ("DATABASE_URL", "oracle://x"),
+            ("SOKO_CORS_ORIGINS", "https://ok.example,*"),
+            ("SOKO_LOG_FORMAT", "xml"),
+            ("SOKO_DB_POOL_SIZE", "0"),
+        ])
+        .unwrap_err();
+        let keys = [
+            "SOKO_GRPC_ADDR",
+            "SOKO_ENV",
+            "DATABASE_URL",
+            "SOKO_CORS_ORIGINS",
+            "SOKO_LOG_FORMAT",
+            "SOKO_DB_POOL_SIZE",
+        ];
+        assert_eq!(err.0.len(), keys.len(), "{err}");
+        for key in keys {
+            assert!(err.to_string().contains(key), "{key} missing from {err}");
+        }
+    }
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        let c = config(&[("DATABASE_URL", "postgres://soko:hunter2@db:5432/soko")]).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("postgres://soko:***@db:5432/soko"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn production_logs_json_by_default() {
+        let c = config(&[("SOKO_ENV", "production")]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+}

@@ -1,0 +1,96 @@
+//! The domain's errors: what went wrong in terms a caller can act on. The gRPC layer maps each
+//! variant to a status in one place (`api::status`).
+
+use crate::store::StoreError;
+
+/// One invalid input field: its path in the request and why it was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid argument: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    #[error("{resource} `{id}` not found")]
+    NotFound { resource: &'static str, id: String },
+    #[error("{resource} `{id}` already exists")]
+    AlreadyExists { resource: &'static str, id: String },
+    #[error("storage unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        }])
+    }
+
+    /// Prefixes every field path, e.g. `name` → `product.name`, so paths match the request.
+    pub fn within(self, parent: &str) -> Self {
+        match self {
+            Self::InvalidArgument(violations) => Self::InvalidArgument(
+                violations
+                    .into_iter()
+                    .map(|v| FieldViolation {
+                        field: format!("{parent}.{}", v.field),
+                        ..v
+                    })
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => Self::Unavailable(e),
+            other => Self::Unexpected(anyhow::Error::new(other)),
+        }
+    }
+}
+
+/// Collects violations so a request with several bad fields gets all of them in one answer.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// Records the error of `result` under `field` and returns its value, if any.
+    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(description) => {
+                self.0.push(FieldViolation {
+                    field: field.to_owned(),
+                    description,
+                });
+                None
+            }
+        }
+    }
+
+    /// Ok when nothing was recorded.
+    pub fn finish(self) -> Result<(), Error> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(self.0))
+        }
+    }
+}

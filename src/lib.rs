@@ -1,0 +1,12 @@
+//! Soko: a marketplace backend served over gRPC.
+
+pub mod api;
+pub mod configuration;
+pub mod demo;
+pub mod domain;
+pub mod middleware;
+pub mod ops;
+pub mod proto;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

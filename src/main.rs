@@ -1,0 +1,141 @@
+//! The `soko` command: `serve` runs the server, `migrate` applies database migrations.
+
+use std::process::ExitCode;
+
+use soko::{
+    configuration::Config,
+    demo,
+    domain::catalog::Catalog,
+    startup::{Application, RunError},
+    store::{Db, PoolSettings},
+    telemetry,
+};
+use tokio::signal::unix::{SignalKind, signal};
+
+const USAGE: &str = "\
+usage: soko <command>
+
+commands:
+  serve [--demo]   run the gRPC server (with --demo: add demo products to an empty catalog)
+  migrate          apply pending database migrations and exit
+  help             show this message
+
+Configuration comes from the environment; see .env.example.";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let command = match args.as_slice() {
+        ["serve"] => Command::Serve { demo: false },
+        ["serve", "--demo"] => Command::Serve { demo: true },
+        ["migrate"] => Command::Migrate,
+        ["help" | "--help" | "-h"] => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        ["--version" | "-V"] => {
+            println!("soko {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("soko: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&config);
+    match command {
+        Command::Serve { demo } => serve(config, demo).await,
+        Command::Migrate => migrate(config).await,
+    }
+}
+
+enum Command {
+    Serve { demo: bool },
+    Migrate,
+}
+
+async fn serve(config: Config, demo: bool) -> ExitCode {
+    let embedding_dim = config.embedding_dim;
+    let app = match Application::build(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "start-up failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    if demo {
+        match demo::seed(
+            &Catalog::new(app.db().clone(), embedding_dim),
+            embedding_dim,
+        )
+        .await
+        {
+            Ok(n) => tracing::info!(products = n, "demo data loaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "loading demo data failed");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    let (first_signal, shutdown) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tokio::select! { _ = terminate.recv() => {}, _ = interrupt.recv() => {} }
+        let _ = first_signal.send(());
+        tokio::select! { _ = terminate.recv() => {}, _ = interrupt.recv() => {} }
+        tracing::error!("second signal: exiting without waiting for in-flight calls");
+        std::process::exit(130);
+    });
+    match app
+        .run_until(async {
+            let _ = shutdown.await;
+        })
+        .await
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ RunError::DrainTimeout(_)) => {
+            tracing::error!(error = %e, "forced exit");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(config: Config) -> ExitCode {
+    let settings = PoolSettings {
+        max_size: 1,
+        checkout_timeout: std::time::Duration::from_secs(10),
+    };
+    let result = async { Db::connect(&config.database, &settings)?.migrate().await }.await;
+    match result {
+        Ok(applied) => {
+            tracing::info!(
+                applied,
+                backend = config.database.backend(),
+                "migrations applied"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "migration failed");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Tower layers in front of the gRPC services.
+
+pub mod request_log;

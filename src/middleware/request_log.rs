@@ -1,0 +1,225 @@
+//! Request ids and the one log line per call.
+//!
+//! The caller's `x-request-id` is kept when it looks like an id (so a trace can cross services),
+//! otherwise a new one is made; either way it is echoed in the response headers and carried by the
+//! span every log line of the call is written in. The gRPC status usually arrives in the trailers,
+//! after the handler has returned, so the line is written when the response body ends.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll, ready},
+    time::Instant,
+};
+
+use http::{HeaderMap, HeaderValue};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The id of the call being served, available to handlers as a request extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// Accepts caller-supplied ids of up to 128 characters of `[A-Za-z0-9._:-]`; anything else could
+/// forge or break log lines.
+fn caller_id(headers: &HeaderMap) -> Option<String> {
+    let raw = headers.get(REQUEST_ID_HEADER)?.to_str().ok()?;
+    let ok = !raw.is_empty()
+        && raw.len() <= 128
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    ok.then(|| raw.to_owned())
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestLogLayer;
+
+impl<S> Layer<S> for RequestLogLayer {
+    type Service = RequestLog<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestLog { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestLog<S> {
+    inner: S,
+}
+
+impl<S, B, ResBody> Service<http::Request<B>> for RequestLog<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: std::fmt::Display + Send + 'static,
+{
+    type Response = http::Response<LoggedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let id = caller_id(request.headers()).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        request.extensions_mut().insert(RequestId(id.clone()));
+        let method = request.uri().path().to_owned();
+        let span = tracing::info_span!("rpc", request_id = %id, method = %method);
+        let start = Instant::now();
+        let future = span.in_scope(|| self.inner.call(request));
+        Box::pin(async move {
+            let record = Record {
+                span: span.clone(),
+                request_id: id,
+                method,
+                start,
+            };
+            let mut response = match future.instrument(span).await {
+                Ok(response) => response,
+                Err(e) => {
+                    record.emit(&format!("transport error: {e}"));
+                    return Err(e);
+                }
+            };
+            if let Ok(value) = HeaderValue::from_str(&record.request_id) {
+                response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            // Trailers-only responses (errors, mostly) carry the status in the headers.
+            let status = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            Ok(response.map(|inner| LoggedBody {
+                inner,
+                record: Some(record),
+                status,
+            }))
+        })
+    }
+}
+
+/// What the log line of one call needs, written once when the call ends.
+struct Record {
+    span: tracing::Span,
+    request_id: String,
+    method: String,
+    start: Instant,
+}
+
+impl Record {
+    fn emit(self, status: &str) {
+        let latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        let _entered = self.span.enter();
+        let code = status.parse::<i32>().map(tonic::Code::from_i32);
+        let status_name = code
+            .clone()
+            .map(|c| format!("{c:?}"))
+            .unwrap_or_else(|_| status.to_owned());
+        let server_fault = matches!(
+            code,
+            Ok(tonic::Code::Internal
+                | tonic::Code::Unknown
+                | tonic::Code::Unavailable
+                | tonic::Code::DataLoss)
+        );
+        if server_fault {
+            tracing::warn!(request_id = %self.request_id, method = %self.method, status = %status_name, latency_ms, "rpc finished");
+        } else {
+            tracing::info!(request_id = %self.request_id, method = %self.method, status = %status_name, latency_ms, "rpc finished");
+        }
+    }
+}
+
+pin_project! {
+    /// The response body, watched for the trailers that carry the gRPC status.
+    pub struct LoggedBody<B> {
+        #[pin]
+        inner: B,
+        record: Option<Record>,
+        status: Option<String>,
+    }
+
+    impl<B> PinnedDrop for LoggedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(record) = this.record.take() {
+                // The body was dropped before it ended: the client went away mid-call.
+                record.emit(this.status.as_deref().unwrap_or("client disconnected"));
+            }
+        }
+    }
+}
+
+impl<B: Body> Body for LoggedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(status) = frame
+                    .trailers_ref()
+                    .and_then(|t| t.get("grpc-status"))
+                    .and_then(|v| v.to_str().ok())
+                {
+                    *this.status = Some(status.to_owned());
+                    if let Some(record) = this.record.take() {
+                        record.emit(status);
+                    }
+                }
+            }
+            Some(Err(_)) => {
+                if let Some(record) = this.record.take() {
+                    record.emit("body error");
+                }
+            }
+            None => {
+                if let Some(record) = this.record.take() {
+                    record.emit(this.status.as_deref().unwrap_or("no status"));
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_ids_are_kept_only_when_safe() {
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID_HEADER, HeaderValue::from_static("abc-123.x:y_z"));
+        assert_eq!(caller_id(&headers).as_deref(), Some("abc-123.x:y_z"));
+        headers.insert(
+            REQUEST_ID_HEADER,
+            HeaderValue::from_static("bad id\" injected"),
+        );
+        assert_eq!(caller_id(&headers), None);
+        headers.insert(
+            REQUEST_ID_HEADER,
+            HeaderValue::from_str(&"a".repeat(129)).unwrap(),
+        );
+        assert_eq!(caller_id(&headers), None);
+    }
+}

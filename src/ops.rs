@@ -1,0 +1,71 @@
+//! The ops HTTP port: `/health` (liveness) and `/health/ready` (deep checks) for Kubernetes and
+//! load balancers. Kept off the gRPC port so probes never compete with traffic for its limits.
+
+use std::time::Instant;
+
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use serde_json::json;
+
+use crate::{
+    api::health::HealthState, proto::grpc::health::v1::health_check_response::ServingStatus,
+    store::Db,
+};
+
+#[derive(Clone)]
+struct Ops {
+    health: HealthState,
+    db: Db,
+}
+
+pub fn router(health: HealthState, db: Db) -> Router {
+    Router::new()
+        .route("/health", get(live))
+        .route("/health/ready", get(ready))
+        .with_state(Ops { health, db })
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-content-type-options",
+        http::HeaderValue::from_static("nosniff"),
+    );
+    headers.insert("cache-control", http::HeaderValue::from_static("no-store"));
+    headers.insert("x-frame-options", http::HeaderValue::from_static("DENY"));
+    response
+}
+
+/// Liveness: the process answers. Deliberately checks no dependency, so a database outage doesn't
+/// get every replica restarted.
+async fn live() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: this replica should get traffic — it is serving (not starting, not draining) and
+/// its database answers. Each check reports its latency.
+async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
+    let serving = ops.health.status("") == Some(ServingStatus::Serving);
+    let start = Instant::now();
+    let db = ops.db.ping().await;
+    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let db_ok = db.is_ok();
+    let mut database =
+        json!({ "ok": db_ok, "backend": ops.db.backend(), "latency_ms": latency_ms });
+    if let Err(e) = db {
+        tracing::warn!(error = %e, "readiness: database check failed");
+        database["error"] = json!("unreachable");
+    }
+    let ok = serving && db_ok;
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ok { "ready" } else { "not ready" },
+        "serving": serving,
+        "checks": { "database": database },
+    });
+    (code, Json(body))
+}

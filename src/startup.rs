@@ -1,0 +1,233 @@
+//! Where the server is put together and run: storage, services, layers, listeners, shutdown.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use http::{HeaderName, Method};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{codec::CompressionEncoding, transport::Server};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::{
+    api::{
+        self,
+        catalog::CatalogApi,
+        health::{HealthApi, HealthState},
+    },
+    configuration::Config,
+    domain::catalog::Catalog,
+    middleware::request_log::RequestLogLayer,
+    ops,
+    proto::{
+        self,
+        catalog::catalog_service_server::CatalogServiceServer,
+        grpc::health::v1::{health_check_response::ServingStatus, health_server::HealthServer},
+    },
+    store::{Db, PoolSettings},
+};
+
+/// Why a run ended other than cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("in-flight calls did not finish within the {0:?} drain deadline")]
+    DrainTimeout(Duration),
+    #[error("gRPC server failed: {0}")]
+    Server(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// A server whose storage is ready and whose ports are bound, not yet serving.
+pub struct Application {
+    config: Config,
+    db: Db,
+    grpc_listener: TcpListener,
+    ops_listener: TcpListener,
+}
+
+impl Application {
+    /// Connects storage, applies migrations when configured, and binds both ports (port 0 picks a
+    /// free one, as tests do).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = Db::connect(
+            &config.database,
+            &PoolSettings {
+                max_size: config.db_pool_size,
+                checkout_timeout: config.db_checkout_timeout,
+            },
+        )?;
+        if config.migrate_on_start {
+            let applied = db.migrate().await.context("applying database migrations")?;
+            tracing::info!(
+                backend = db.backend(),
+                applied,
+                "database migrations applied"
+            );
+        }
+        let grpc_listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("binding gRPC port {}", config.grpc_addr))?;
+        let ops_listener = TcpListener::bind(config.ops_addr)
+            .await
+            .with_context(|| format!("binding ops port {}", config.ops_addr))?;
+        Ok(Self {
+            config,
+            db,
+            grpc_listener,
+            ops_listener,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Serves until `shutdown` resolves, then drains: health goes NOT_SERVING at once, the
+    /// listener stops accepting, in-flight calls get until the drain deadline to finish.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), RunError> {
+        let Self {
+            config,
+            db,
+            grpc_listener,
+            ops_listener,
+        } = self;
+        let health = HealthState::new([
+            api::CATALOG_SERVICE,
+            api::SEARCH_SERVICE,
+            api::AUTH_SERVICE,
+            api::ADMIN_SERVICE,
+        ]);
+        let catalog = Catalog::new(db.clone(), config.embedding_dim);
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building reflection v1")?;
+        // grpcurl 1.8 and older tools speak only v1alpha.
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .context("building reflection v1alpha")?;
+        let catalog_service = CatalogServiceServer::new(CatalogApi::new(catalog))
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
+
+        let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+        let grpc = Server::builder()
+            // grpc-web from browsers arrives over HTTP/1.1 as well as HTTP/2.
+            .accept_http1(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(cors_layer(&config))
+            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(RequestLogLayer)
+            .add_service(HealthServer::new(HealthApi::new(health.clone())))
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(catalog_service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async {
+                let _ = grpc_stopped.await;
+            });
+        let mut grpc = tokio::spawn(grpc);
+
+        let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
+        let ops = axum::serve(ops_listener, ops::router(health.clone(), db.clone()))
+            .with_graceful_shutdown(async {
+                let _ = ops_stopped.await;
+            });
+        let ops = tokio::spawn(async move { ops.await });
+
+        // Search, auth and admin answer UNIMPLEMENTED until their issues land, so they stay
+        // NOT_SERVING and a client can tell from health alone what this server offers.
+        health.set(api::CATALOG_SERVICE, ServingStatus::Serving);
+        health.set("", ServingStatus::Serving);
+        tracing::info!(grpc = %config.grpc_addr, backend = db.backend(), env = ?config.env, "soko is serving");
+
+        tokio::select! {
+            () = shutdown => {}
+            result = &mut grpc => {
+                health.begin_shutdown();
+                let _ = stop_ops.send(());
+                return match result {
+                    Ok(Ok(())) => Err(anyhow::anyhow!("gRPC server stopped unexpectedly").into()),
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(e) => Err(anyhow::anyhow!("gRPC server task failed: {e}").into()),
+                };
+            }
+        }
+
+        tracing::info!(deadline = ?config.shutdown_timeout, "shutdown: health NOT_SERVING, draining in-flight calls");
+        health.begin_shutdown();
+        let _ = stop_grpc.send(());
+        let drained = tokio::time::timeout(config.shutdown_timeout, grpc).await;
+        // Readiness keeps answering 503 until the gRPC side is done.
+        let _ = stop_ops.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(1), ops).await;
+        drop(db);
+        match drained {
+            Err(_) => Err(RunError::DrainTimeout(config.shutdown_timeout)),
+            Ok(Ok(Ok(()))) => {
+                tracing::info!("shutdown complete");
+                Ok(())
+            }
+            Ok(Ok(Err(e))) => Err(e.into()),
+            Ok(Err(e)) => Err(anyhow::anyhow!("gRPC server task failed: {e}").into()),
+        }
+    }
+}
+
+/// Browsers may call grpc-web only from the configured origins. tonic-web has no CORS of its own,
+/// so this layer sits outermost and also exposes the headers grpc-web clients read.
+fn cors_layer(config: &Config) -> CorsLayer {
+    const ALLOWED: &[&str] = &[
+        "content-type",
+        "x-grpc-web",
+        "x-user-agent",
+        "grpc-timeout",
+        "grpc-accept-encoding",
+        "grpc-encoding",
+        "authorization",
+        "x-api-key",
+        "x-request-id",
+    ];
+    const EXPOSED: &[&str] = &[
+        "grpc-status",
+        "grpc-message",
+        "grpc-status-details-bin",
+        "x-request-id",
+    ];
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(config.cors_origins.clone()))
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers(
+            ALLOWED
+                .iter()
+                .map(|h| HeaderName::from_static(h))
+                .collect::<Vec<_>>(),
+        )
+        .expose_headers(
+            EXPOSED
+                .iter()
+                .map(|h| HeaderName::from_static(h))
+                .collect::<Vec<_>>(),
+        )
+        .max_age(Duration::from_secs(24 * 60 * 60))
+}
