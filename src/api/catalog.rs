@@ -184,7 +184,9 @@ impl CatalogService for CatalogApi {
             Ok(pb::ProductSort::PriceAsc) => ProductSort::PriceAsc,
             Ok(pb::ProductSort::PriceDesc) => ProductSort::PriceDesc,
             Err(_) => {
-                return Err(Error::invalid("sort", format!("unknown sort {}", request.sort)).into());
+                return Err(
+                    Error::invalid("sort", format!("unknown sort {}", request.sort)).into(),
+                );
             }
         };
         let page = self

@@ -13,7 +13,9 @@ use diesel::SqliteConnection;
 use diesel_async::{
     AsyncConnection, AsyncMigrationHarness, AsyncMysqlConnection, AsyncPgConnection, RunQueryDsl,
     SimpleAsyncConnection,
-    pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod},
+    pooled_connection::{
+        AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
+    },
     sync_connection_wrapper::SyncConnectionWrapper,
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -101,9 +103,20 @@ impl Db {
                 }
             }
             DatabaseUrl::Postgres(url) => {
-                // tokio-postgres notices a closed socket by itself, so `is_broken` is enough.
-                let mut config = ManagerConfig::default();
-                config.recycling_method = RecyclingMethod::Fast;
+                // tokio-postgres notices a closed socket by itself, so checking `is_broken` on
+                // checkout drops dead connections without a round trip per call.
+                let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
+                    let broken = conn.is_broken();
+                    async move {
+                        if broken {
+                            Err(diesel::result::Error::BrokenTransactionManager)
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    .boxed()
+                }));
                 Self::Postgres(build_pool(
                     AsyncDieselConnectionManager::new_with_config(url, config),
                     settings,

@@ -1,0 +1,380 @@
+//! Test harness: start the real server on port 0 against a throwaway database of any backend and
+//! talk to it with the generated client, as a user would.
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use diesel_async::{
+    AsyncConnection, AsyncMysqlConnection, AsyncPgConnection, SimpleAsyncConnection,
+};
+use soko::{
+    configuration::Config,
+    proto::catalog::{self as pb, catalog_service_client::CatalogServiceClient},
+    startup::{Application, RunError},
+    store::{Db, PoolSettings},
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    Mysql,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+            Self::Mysql => "mysql",
+        }
+    }
+
+    /// Whether this run covers the backend. Only an explicit `SOKO_TEST_BACKENDS` outside CI
+    /// narrows the set, and a skip is always printed; in CI every backend runs.
+    pub fn enabled(self) -> bool {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        match std::env::var("SOKO_TEST_BACKENDS") {
+            Ok(list) if !ci => {
+                let on = list.split(',').any(|b| b.trim() == self.name());
+                if !on {
+                    eprintln!(
+                        "SKIPPED: backend {} is not in SOKO_TEST_BACKENDS={list}",
+                        self.name()
+                    );
+                }
+                on
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Runs a test body against each SQL backend, as three tests named after the backend.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if $crate::common::Backend::Sqlite.enabled() { super::$name($crate::common::Backend::Sqlite).await }
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if $crate::common::Backend::Postgres.enabled() { super::$name($crate::common::Backend::Postgres).await }
+            })*
+        }
+        mod mysql {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if $crate::common::Backend::Mysql.enabled() { super::$name($crate::common::Backend::Mysql).await }
+            })*
+        }
+    };
+}
+
+/// A throwaway database, dropped when this value is.
+pub struct TestDatabase {
+    pub backend: Backend,
+    pub url: String,
+    name: String,
+    admin_url: String,
+    dir: Option<PathBuf>,
+}
+
+fn admin_url(backend: Backend) -> String {
+    match backend {
+        Backend::Sqlite => String::new(),
+        Backend::Postgres => std::env::var("SOKO_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        Backend::Mysql => std::env::var("SOKO_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into()),
+    }
+}
+
+/// `scheme://user@host:port/db` with the database replaced.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{db}")
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> Self {
+        let name = format!("soko_t_{}", uuid::Uuid::new_v4().simple());
+        let admin_url = admin_url(backend);
+        let unreachable = |e: &dyn std::fmt::Display| -> ! {
+            panic!(
+                "{} is not reachable at {admin_url}: {e}. Run the tests through scripts/test, which starts it.",
+                backend.name()
+            )
+        };
+        match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(&name);
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                let url = dir.join("soko.db").to_string_lossy().into_owned();
+                Self {
+                    backend,
+                    url,
+                    name,
+                    admin_url,
+                    dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let mut conn = AsyncPgConnection::establish(&admin_url)
+                    .await
+                    .unwrap_or_else(|e| unreachable(&e));
+                conn.batch_execute(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create database");
+                let url = with_database(&admin_url, &name);
+                Self {
+                    backend,
+                    url,
+                    name,
+                    admin_url,
+                    dir: None,
+                }
+            }
+            Backend::Mysql => {
+                let mut conn = AsyncMysqlConnection::establish(&admin_url)
+                    .await
+                    .unwrap_or_else(|e| unreachable(&e));
+                conn.batch_execute(&format!("CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+                    .await
+                    .expect("create database");
+                let url = with_database(&admin_url, &name);
+                Self {
+                    backend,
+                    url,
+                    name,
+                    admin_url,
+                    dir: None,
+                }
+            }
+        }
+    }
+
+    /// A URL that reaches the same database through `addr` (a proxy), for outage tests.
+    pub fn url_via(&self, addr: SocketAddr) -> String {
+        let (scheme, rest) = self.url.split_once("://").expect("url");
+        let (user, rest) = rest.split_once('@').expect("user in url");
+        let (_, path) = rest.split_once('/').expect("path in url");
+        format!("{scheme}://{user}@{addr}/{path}")
+    }
+
+    /// The real database address of a networked backend.
+    pub fn server_addr(&self) -> SocketAddr {
+        use std::net::ToSocketAddrs;
+        let rest = self.url.split_once('@').expect("user in url").1;
+        let host = rest.split_once('/').expect("path").0;
+        host.to_socket_addrs()
+            .expect("resolve")
+            .next()
+            .expect("an address")
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+            return;
+        }
+        let (backend, admin_url, name) = (self.backend, self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime, which can't be blocked on; use a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                match backend {
+                    Backend::Postgres => {
+                        if let Ok(mut c) = AsyncPgConnection::establish(&admin_url).await {
+                            let _ = c
+                                .batch_execute(&format!(
+                                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                                ))
+                                .await;
+                        }
+                    }
+                    Backend::Mysql => {
+                        if let Ok(mut c) = AsyncMysqlConnection::establish(&admin_url).await {
+                            let _ = c
+                                .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                                .await;
+                        }
+                    }
+                    Backend::Sqlite => {}
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Configuration for a test server: ephemeral ports, the given database, overrides on top.
+pub fn test_config(database_url: &str, overrides: &[(&str, &str)]) -> Config {
+    let mut vars: Vec<(String, String)> = vec![
+        ("SOKO_GRPC_ADDR".into(), "127.0.0.1:0".into()),
+        ("SOKO_OPS_ADDR".into(), "127.0.0.1:0".into()),
+        ("DATABASE_URL".into(), database_url.into()),
+        ("SOKO_EMBEDDING_DIM".into(), "8".into()),
+        (
+            "RUST_LOG".into(),
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        ),
+    ];
+    for (k, v) in overrides {
+        vars.retain(|(key, _)| key != k);
+        vars.push(((*k).into(), (*v).into()));
+    }
+    let config =
+        Config::from_lookup(|key| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
+            .expect("valid test configuration");
+    soko::telemetry::init(&config);
+    config
+}
+
+/// A running server and clients for it.
+pub struct TestApp {
+    pub grpc_addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    pub channel: Channel,
+    pub catalog: CatalogServiceClient<Channel>,
+    pub db: Db,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), RunError>>>,
+    pub database: Option<TestDatabase>,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
+}
+
+pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
+    let database = TestDatabase::create(backend).await;
+    let mut app = spawn_on(&database.url, overrides).await;
+    app.database = Some(database);
+    app
+}
+
+/// Starts a server on an existing database URL.
+pub async fn spawn_on(database_url: &str, overrides: &[(&str, &str)]) -> TestApp {
+    let config = test_config(database_url, overrides);
+    let app = Application::build(config.clone())
+        .await
+        .expect("server starts");
+    let grpc_addr = app.grpc_addr();
+    let ops_addr = app.ops_addr();
+    let (tx, rx) = oneshot::channel();
+    let handle = tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let db = Db::connect(
+        &config.database,
+        &PoolSettings {
+            max_size: 2,
+            checkout_timeout: Duration::from_secs(5),
+        },
+    )
+    .expect("test pool");
+    TestApp {
+        grpc_addr,
+        ops_addr,
+        catalog: CatalogServiceClient::new(channel.clone()),
+        channel,
+        db,
+        shutdown: Some(tx),
+        handle: Some(handle),
+        database: None,
+    }
+}
+
+impl TestApp {
+    /// Begins shutdown and waits for the server to finish draining.
+    pub async fn stop(mut self) -> Result<(), RunError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.handle
+            .take()
+            .expect("running")
+            .await
+            .expect("server task")
+    }
+
+    pub async fn seller(&self, name: &str) -> pb::Seller {
+        let mut client = self.catalog.clone();
+        client
+            .create_seller(pb::CreateSellerRequest {
+                display_name: name.into(),
+            })
+            .await
+            .expect("create seller")
+            .into_inner()
+            .seller
+            .expect("seller")
+    }
+
+    pub async fn create(&self, product: pb::Product) -> pb::Product {
+        let mut client = self.catalog.clone();
+        client
+            .create_product(pb::CreateProductRequest {
+                product: Some(product),
+            })
+            .await
+            .expect("create product")
+            .into_inner()
+            .product
+            .expect("product")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A valid product of `seller` to start tests from.
+pub fn product(seller_id: &str, name: &str, category: &str, price: i64) -> pb::Product {
+    pb::Product {
+        name: name.into(),
+        description: format!("{name}, a fine thing"),
+        price: Some(pb::Money {
+            amount_minor: price,
+            currency_code: "KES".into(),
+        }),
+        category_id: category.into(),
+        seller_id: seller_id.into(),
+        image_urls: vec!["https://img.example/a.webp".into()],
+        embedding: vec![0.5; 8],
+        status: pb::ProductStatus::Active.into(),
+        ..Default::default()
+    }
+}
+
+/// The field paths of a status's `BadRequest` violations.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
