@@ -109,7 +109,9 @@ async fn serve(config: Config, demo: bool) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ RunError::DrainTimeout(_)) => {
             tracing::error!(error = %e, "forced exit");
-            ExitCode::FAILURE
+            // Returning would wait for the runtime's blocking tasks (a database call stuck
+            // behind a lock), which is exactly what the deadline exists to cut short.
+            std::process::exit(1)
         }
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "server failed");

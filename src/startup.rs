@@ -101,6 +101,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), RunError> {
+        let (grpc_addr, ops_addr) = (self.grpc_addr(), self.ops_addr());
         let Self {
             config,
             db,
@@ -159,7 +160,7 @@ impl Application {
         // NOT_SERVING and a client can tell from health alone what this server offers.
         health.set(api::CATALOG_SERVICE, ServingStatus::Serving);
         health.set("", ServingStatus::Serving);
-        tracing::info!(grpc = %config.grpc_addr, backend = db.backend(), env = ?config.env, "soko is serving");
+        tracing::info!(grpc = %grpc_addr, ops = %ops_addr, backend = db.backend(), env = ?config.env, "soko is serving");
 
         tokio::select! {
             () = shutdown => {}

@@ -6,7 +6,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use super::{
     Db, StoreError,
     schema::{categories, outbox, products, sellers},
-    with_conn,
+    with_conn, with_transaction,
 };
 use crate::domain::{
     listing::{ListQuery, ProductSort},
@@ -391,20 +391,17 @@ impl Db {
         let row = ProductRow::from(product);
         let event = outbox_row(product, OutboxOp::Upsert);
         let _guard = self.write_guard().await;
-        with_conn!(self, |conn| {
-            conn.transaction::<_, WriteError, _>(async |conn| {
-                require_references!(conn, &row.category_id, Some(&row.seller_id));
-                diesel::insert_into(products::table)
-                    .values(&row)
-                    .execute(conn)
-                    .await?;
-                diesel::insert_into(outbox::table)
-                    .values(&event)
-                    .execute(conn)
-                    .await?;
-                Ok(())
-            })
-            .await
+        with_transaction!(self, WriteError, |conn| {
+            require_references!(conn, &row.category_id, Some(&row.seller_id));
+            diesel::insert_into(products::table)
+                .values(&row)
+                .execute(conn)
+                .await?;
+            diesel::insert_into(outbox::table)
+                .values(&event)
+                .execute(conn)
+                .await?;
+            Ok(())
         })
     }
 
@@ -417,34 +414,31 @@ impl Db {
     ) -> Result<Product, WriteError> {
         let id = id.to_string();
         let _guard = self.write_guard().await;
-        with_conn!(self, |conn| {
-            conn.transaction::<_, WriteError, _>(async |conn| {
-                let current: Option<ProductRow> = products::table
-                    .find(&id)
-                    .filter(products::deleted_at.is_null())
-                    .select(ProductRow::as_select())
-                    .first(conn)
-                    .await
-                    .optional()?;
-                let mut product = Product::try_from(current.ok_or(WriteError::ProductNotFound)?)?;
-                if let Some(category) = &patch.category_id {
-                    require_references!(conn, category.as_str(), None::<&str>);
-                }
-                patch.apply(&mut product);
-                product.updated_at = Timestamp::now().max(Timestamp(product.updated_at.0 + 1));
-                let row = ProductRow::from(&product);
-                diesel::update(products::table.find(&id))
-                    .set(&row)
-                    .execute(conn)
-                    .await?;
-                let event = outbox_row(&product, OutboxOp::Upsert);
-                diesel::insert_into(outbox::table)
-                    .values(&event)
-                    .execute(conn)
-                    .await?;
-                Ok(product)
-            })
-            .await
+        with_transaction!(self, WriteError, |conn| {
+            let current: Option<ProductRow> = products::table
+                .find(&id)
+                .filter(products::deleted_at.is_null())
+                .select(ProductRow::as_select())
+                .first(conn)
+                .await
+                .optional()?;
+            let mut product = Product::try_from(current.ok_or(WriteError::ProductNotFound)?)?;
+            if let Some(category) = &patch.category_id {
+                require_references!(conn, category.as_str(), None::<&str>);
+            }
+            patch.apply(&mut product);
+            product.updated_at = Timestamp::now().max(Timestamp(product.updated_at.0 + 1));
+            let row = ProductRow::from(&product);
+            diesel::update(products::table.find(&id))
+                .set(&row)
+                .execute(conn)
+                .await?;
+            let event = outbox_row(&product, OutboxOp::Upsert);
+            diesel::insert_into(outbox::table)
+                .values(&event)
+                .execute(conn)
+                .await?;
+            Ok(product)
         })
     }
 
@@ -459,29 +453,26 @@ impl Db {
         };
         let id = id.to_string();
         let _guard = self.write_guard().await;
-        with_conn!(self, |conn| {
-            conn.transaction::<_, WriteError, _>(async |conn| {
-                let changed = diesel::update(
-                    products::table
-                        .find(&id)
-                        .filter(products::deleted_at.is_null()),
-                )
-                .set((
-                    products::deleted_at.eq(Some(now)),
-                    products::updated_at.eq(now),
-                ))
+        with_transaction!(self, WriteError, |conn| {
+            let changed = diesel::update(
+                products::table
+                    .find(&id)
+                    .filter(products::deleted_at.is_null()),
+            )
+            .set((
+                products::deleted_at.eq(Some(now)),
+                products::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+            if changed == 0 {
+                return Err(WriteError::ProductNotFound);
+            }
+            diesel::insert_into(outbox::table)
+                .values(&event)
                 .execute(conn)
                 .await?;
-                if changed == 0 {
-                    return Err(WriteError::ProductNotFound);
-                }
-                diesel::insert_into(outbox::table)
-                    .values(&event)
-                    .execute(conn)
-                    .await?;
-                Ok(())
-            })
-            .await
+            Ok(())
         })
     }
 

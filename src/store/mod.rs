@@ -79,6 +79,32 @@ macro_rules! with_conn {
 }
 pub(crate) use with_conn;
 
+/// Runs `$body` in a transaction on a pooled connection of whichever backend `$db` is, with
+/// `$err` as the transaction's error type. SQLite transactions begin IMMEDIATE: a deferred one
+/// that reads first and then writes fails at once with SQLITE_BUSY when another connection holds
+/// the write lock, instead of waiting for it.
+macro_rules! with_transaction {
+    ($db:expr, $err:ty, |$conn:ident| $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite { pool, .. } => {
+                let mut pooled = pool.get().await?;
+                pooled
+                    .immediate_transaction::<_, $err, _>(async |$conn| $body)
+                    .await
+            }
+            $crate::store::Db::Postgres(pool) => {
+                let mut pooled = pool.get().await?;
+                pooled.transaction::<_, $err, _>(async |$conn| $body).await
+            }
+            $crate::store::Db::Mysql(pool) => {
+                let mut pooled = pool.get().await?;
+                pooled.transaction::<_, $err, _>(async |$conn| $body).await
+            }
+        }
+    };
+}
+pub(crate) use with_transaction;
+
 impl Db {
     /// Builds the pool without connecting: the first call (or [`Db::migrate`]) connects.
     pub fn connect(url: &DatabaseUrl, settings: &PoolSettings) -> Result<Self, StoreError> {

@@ -2,6 +2,7 @@
 //! talk to it with the generated client, as a user would.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod proxy;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};

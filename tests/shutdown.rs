@@ -1,0 +1,248 @@
+//! Graceful shutdown of the real binary: SIGTERM turns health NOT_SERVING first, lets in-flight
+//! calls finish, and exits 0; the drain deadline and a second signal force a non-zero exit.
+//!
+//! In-flight calls are made slow the way a production incident would: another process holds the
+//! SQLite write lock, so writes wait on the database.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use diesel::{Connection, SqliteConnection, connection::SimpleConnection};
+use futures_util::StreamExt;
+use soko::proto::{
+    catalog::{self as pb, catalog_service_client::CatalogServiceClient},
+    grpc::health::v1::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    },
+};
+use tonic::transport::Channel;
+
+struct Server {
+    child: Child,
+    grpc: SocketAddr,
+    db_path: PathBuf,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start(extra_env: &[(&str, &str)]) -> Self {
+        let dir = std::env::temp_dir().join(format!("soko_t_{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_soko"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("SOKO_GRPC_ADDR", "127.0.0.1:0")
+            .env("SOKO_OPS_ADDR", "127.0.0.1:0")
+            .env("SOKO_DATA_DIR", &dir)
+            .env("SOKO_EMBEDDING_DIM", "8")
+            .env("SOKO_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start soko");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && line.contains("soko is serving") {
+                    let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+                    let _ = tx.send(v["grpc"].as_str().unwrap().parse::<SocketAddr>().unwrap());
+                    sent = true;
+                }
+            }
+        });
+        let grpc = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server reports its address");
+        Self {
+            child,
+            grpc,
+            db_path: dir.join("soko.db"),
+            dir,
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its exit code and how long that took.
+    fn wait(&mut self, limit: Duration) -> (Option<i32>, Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("soko did not exit within {limit:?}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Takes SQLite's write lock from outside the server, as a long backup or migration would.
+fn hold_write_lock(db: &Path) -> SqliteConnection {
+    let mut conn = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
+    conn.batch_execute("BEGIN EXCLUSIVE").unwrap();
+    conn
+}
+
+async fn seed_seller(channel: &Channel) -> String {
+    let mut client = CatalogServiceClient::new(channel.clone());
+    let seller = client
+        .create_seller(pb::CreateSellerRequest {
+            display_name: "Drain Shop".into(),
+        })
+        .await
+        .unwrap();
+    seller.into_inner().seller.unwrap().id
+}
+
+fn slow_writes(
+    channel: &Channel,
+    seller: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Result<pb::Product, tonic::Status>>> {
+    (0..n)
+        .map(|i| {
+            let mut client = CatalogServiceClient::new(channel.clone());
+            let product = common::product(seller, &format!("In flight {i}"), "shoes", 100);
+            tokio::spawn(async move {
+                client
+                    .create_product(pb::CreateProductRequest {
+                        product: Some(product),
+                    })
+                    .await
+                    .map(|r| r.into_inner().product.unwrap())
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_turns_health_not_serving_then_drains_in_flight_calls_and_exits_0() {
+    let mut server = Server::start(&[]);
+    let channel = server.channel().await;
+    let seller = seed_seller(&channel).await;
+    let mut watch = HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.next().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+
+    let lock = hold_write_lock(&server.db_path);
+    let calls = slow_writes(&channel, &seller, 5);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        calls.iter().all(|c| !c.is_finished()),
+        "calls are in flight"
+    );
+
+    server.signal("TERM");
+    let update = tokio::time::timeout(Duration::from_secs(2), watch.next())
+        .await
+        .expect("health changes at once");
+    assert_eq!(update.unwrap().unwrap().status(), ServingStatus::NotServing);
+    assert!(
+        calls.iter().all(|c| !c.is_finished()),
+        "health went NOT_SERVING before the calls finished"
+    );
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    drop(lock);
+    for call in calls {
+        let product = call.await.unwrap().expect("in-flight call completes");
+        assert!(product.name.starts_with("In flight"));
+    }
+    let (code, took) = server.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(10));
+    // Nothing accepted after shutdown; everything accepted before was committed.
+    assert!(
+        Channel::from_shared(format!("http://{}", server.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .is_err()
+    );
+    let mut conn = SqliteConnection::establish(server.db_path.to_str().unwrap()).unwrap();
+    let count: i64 = diesel::RunQueryDsl::get_result(
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "(SELECT COUNT(*) FROM products)",
+        )),
+        &mut conn,
+    )
+    .unwrap();
+    assert_eq!(count, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_deadline_forces_a_non_zero_exit() {
+    let mut server = Server::start(&[("SOKO_SHUTDOWN_TIMEOUT_SECS", "1")]);
+    let channel = server.channel().await;
+    let seller = seed_seller(&channel).await;
+    let _lock = hold_write_lock(&server.db_path);
+    let _calls = slow_writes(&channel, &seller, 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.signal("TERM");
+    let (code, took) = server.wait(Duration::from_secs(5));
+    assert_eq!(code, Some(1));
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let mut server = Server::start(&[]);
+    let channel = server.channel().await;
+    let seller = seed_seller(&channel).await;
+    let _lock = hold_write_lock(&server.db_path);
+    let _calls = slow_writes(&channel, &seller, 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.signal("INT");
+    let (code, took) = server.wait(Duration::from_secs(2));
+    assert_ne!(code, Some(0));
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
