@@ -1,6 +1,9 @@
 //! Demo data for `soko serve --demo`: a few sellers and products so a newcomer has something to
 //! list and search. Written through the domain, so the outbox sees it like any other write.
 
+// Prices are written as major units then two minor digits: 2_500_00 is 2,500.00.
+#![allow(clippy::inconsistent_digit_grouping)]
+
 use crate::domain::{
     Error,
     catalog::Catalog,

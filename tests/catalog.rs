@@ -26,12 +26,13 @@ backend_tests!(
     tampered_or_foreign_page_tokens_are_invalid,
     hostile_strings_are_stored_verbatim_and_touch_no_other_row,
     oversized_messages_are_rejected_cleanly,
+    internal_errors_reveal_nothing_in_production,
 );
 
 async fn create_then_get_returns_every_field(backend: Backend) {
     let app = spawn_app(backend).await;
     let seller = app.seller("Nairobi Kicks").await;
-    let mut input = product(&seller.id, "Leather sandals ✓", "shoes", 2_500_00);
+    let mut input = product(&seller.id, "Leather sandals ✓", "shoes", 250_000);
     input.description = "Hand-stitched.\nSizes 36–46.".into();
     input.image_urls = vec!["https://img.example/1.webp".into(), "media/2.webp".into()];
     input.embedding = (0..8).map(|i| i as f32 / 8.0).collect();
@@ -1167,4 +1168,42 @@ async fn oversized_messages_are_rejected_cleanly(backend: Backend) {
             .is_ok()
     );
     assert_eq!(app.db.count_products().await.unwrap(), 0);
+}
+
+async fn internal_errors_reveal_nothing_in_production(backend: Backend) {
+    let app = common::spawn_app_with(backend, &[("SOKO_ENV", "production")]).await;
+    let s = app.seller("Corrupted").await;
+    let p = app
+        .create(product(&s.id, "Soon corrupt", "shoes", 100))
+        .await;
+    // A row no version of Soko writes: reading it is a server fault, not the caller's.
+    let database = app.database.as_ref().unwrap();
+    database
+        .execute(&format!(
+            "UPDATE products SET status = 'stolen-secret' WHERE id = '{}'",
+            p.id
+        ))
+        .await;
+
+    let err = app
+        .catalog
+        .clone()
+        .get_product(pb::GetProductRequest { id: p.id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert_eq!(err.message(), "internal error");
+    let details = String::from_utf8_lossy(err.details()).to_lowercase();
+    for leak in ["stolen-secret", "status", "products", "diesel", "sql"] {
+        assert!(!details.contains(leak), "details leak `{leak}`: {details}");
+    }
+    // Other rows still serve.
+    let other = app.create(product(&s.id, "Healthy", "shoes", 100)).await;
+    assert!(
+        app.catalog
+            .clone()
+            .get_product(pb::GetProductRequest { id: other.id })
+            .await
+            .is_ok()
+    );
 }

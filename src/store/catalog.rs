@@ -203,7 +203,7 @@ fn embedding_to_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 fn embedding_from_bytes(bytes: &[u8]) -> Result<Vec<f32>, StoreError> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(corrupt("embedding")(bytes.len()));
     }
     Ok(bytes

@@ -168,7 +168,40 @@ impl TestDatabase {
         let (scheme, rest) = self.url.split_once("://").expect("url");
         let (user, rest) = rest.split_once('@').expect("user in url");
         let (_, path) = rest.split_once('/').expect("path in url");
-        format!("{scheme}://{user}@{addr}/{path}")
+        // mysql_async switches loopback connections to the Unix socket unless told not to, which
+        // would bypass the proxy.
+        let options = if self.backend == Backend::Mysql {
+            "?prefer_socket=false"
+        } else {
+            ""
+        };
+        format!("{scheme}://{user}@{addr}/{path}{options}")
+    }
+
+    /// Runs raw SQL against the database behind the server's back, as an operator (or a bug) might.
+    pub async fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<
+                    diesel::SqliteConnection,
+                >::establish(&self.url)
+                .await
+                .expect("open sqlite");
+                conn.batch_execute(sql).await.expect("execute");
+            }
+            Backend::Postgres => AsyncPgConnection::establish(&self.url)
+                .await
+                .expect("connect")
+                .batch_execute(sql)
+                .await
+                .expect("execute"),
+            Backend::Mysql => AsyncMysqlConnection::establish(&self.url)
+                .await
+                .expect("connect")
+                .batch_execute(sql)
+                .await
+                .expect("execute"),
+        }
     }
 
     /// The real database address of a networked backend.
@@ -231,7 +264,7 @@ pub fn test_config(database_url: &str, overrides: &[(&str, &str)]) -> Config {
         ("SOKO_EMBEDDING_DIM".into(), "8".into()),
         (
             "RUST_LOG".into(),
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()),
         ),
     ];
     for (k, v) in overrides {

@@ -52,11 +52,13 @@ impl Proxy {
         }
     }
 
-    /// Closes every connection and refuses new ones.
-    pub fn down(&self) {
+    /// Closes every connection and refuses new ones; returns once the connections are closed.
+    pub async fn down(&self) {
         self.up.store(false, Ordering::SeqCst);
-        for task in self.connections.lock().expect("lock").drain(..) {
+        let tasks: Vec<_> = self.connections.lock().expect("lock").drain(..).collect();
+        for task in tasks {
             task.abort();
+            let _ = task.await;
         }
     }
 
@@ -67,7 +69,10 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.down();
+        self.up.store(false, Ordering::SeqCst);
+        for task in self.connections.lock().expect("lock").drain(..) {
+            task.abort();
+        }
         self.accept.abort();
     }
 }
