@@ -13,18 +13,25 @@ const PROTOS: &[&str] = &[
     "grpc/health/v1/health.proto",
 ];
 
+/// Served through reflection only, so tools can decode error details; the Rust types come from
+/// tonic-types.
+const REFLECTION_ONLY: &[&str] = &["google/rpc/status.proto", "google/rpc/error_details.proto"];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=proto-vendor");
 
-    let fds = protox::Compiler::new(["proto", "proto-vendor"])?
-        .include_source_info(true)
-        .include_imports(true)
-        .open_files(PROTOS)?
-        .file_descriptor_set();
-
+    let compile = |files: &[&str]| {
+        protox::Compiler::new(["proto", "proto-vendor"])?
+            .include_source_info(true)
+            .include_imports(true)
+            .open_files(files)
+            .map(|c| c.file_descriptor_set())
+    };
+    let fds = compile(PROTOS)?;
+    let all: Vec<&str> = PROTOS.iter().chain(REFLECTION_ONLY).copied().collect();
     let out = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(out.join("soko_descriptor.bin"), fds.encode_to_vec())?;
+    fs::write(out.join("soko_descriptor.bin"), compile(&all)?.encode_to_vec())?;
 
     tonic_prost_build::configure()
         .build_client(true)
