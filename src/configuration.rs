@@ -93,6 +93,70 @@ fn redact_url(url: &str) -> String {
     }
 }
 
+/// A secret value: never printed, not even in Debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Access-token signing and session lifetimes.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub jwt_secret: Secret,
+    /// True when no `JWT_SECRET` was given and a random one was made for this process
+    /// (development only: tokens die with the process and differ between replicas).
+    pub jwt_secret_generated: bool,
+    pub jwt_key_id: String,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub password_hash_concurrency: usize,
+}
+
+/// Secrets that ship in examples and tutorials: never acceptable in production.
+const KNOWN_WEAK_SECRETS: &[&str] = &[
+    "secret",
+    "changeme",
+    "change-me",
+    "your-secret-key",
+    "jwt-secret",
+    "supersecret",
+    "password",
+];
+
+fn weak_secret(secret: &[u8]) -> Option<&'static str> {
+    let text = String::from_utf8_lossy(secret).to_lowercase();
+    if secret.len() < 32 {
+        Some("must be at least 32 bytes")
+    } else if KNOWN_WEAK_SECRETS.iter().any(|w| text.contains(w)) {
+        Some("contains a well-known example secret")
+    } else if secret
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+        < 8
+    {
+        Some("has too few distinct characters to be random")
+    } else {
+        None
+    }
+}
+
 /// The whole configuration of a Soko process.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -110,6 +174,7 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub embedding_dim: usize,
     pub migrate_on_start: bool,
+    pub auth: AuthConfig,
 }
 
 /// All the problems found in the environment, one per line.
@@ -254,6 +319,79 @@ impl Config {
             true,
         );
 
+        let (jwt_secret, jwt_secret_generated) = match var("JWT_SECRET") {
+            Some(raw) => {
+                if let Some(why) = weak_secret(raw.as_bytes()) {
+                    if env == Environment::Production {
+                        problems.push(format!(
+                            "JWT_SECRET: {why}; production refuses weak secrets"
+                        ));
+                    } else {
+                        tracing::warn!("JWT_SECRET {why}; production would refuse it");
+                    }
+                }
+                (Secret::new(raw.into_bytes()), false)
+            }
+            None if env == Environment::Production => {
+                problems.push(
+                    "JWT_SECRET: is required in production (at least 32 random bytes)".into(),
+                );
+                (Secret::new(Vec::new()), false)
+            }
+            None => {
+                let mut bytes = vec![0u8; 32];
+                getrandom::fill(&mut bytes)
+                    .map_err(|e| ConfigError(vec![format!("JWT_SECRET: no randomness: {e}")]))?;
+                (Secret::new(bytes), true)
+            }
+        };
+        let access_secs: u64 = parse_or(
+            &mut problems,
+            "SOKO_ACCESS_TOKEN_TTL_SECS",
+            var("SOKO_ACCESS_TOKEN_TTL_SECS"),
+            900,
+        );
+        if !(60..=86_400).contains(&access_secs) {
+            problems.push(format!(
+                "SOKO_ACCESS_TOKEN_TTL_SECS: {access_secs} is outside 60..=86400"
+            ));
+        }
+        let refresh_secs: u64 = parse_or(
+            &mut problems,
+            "SOKO_REFRESH_TOKEN_TTL_SECS",
+            var("SOKO_REFRESH_TOKEN_TTL_SECS"),
+            30 * 24 * 3600,
+        );
+        if !(3600..=90 * 24 * 3600).contains(&refresh_secs) {
+            problems.push(format!(
+                "SOKO_REFRESH_TOKEN_TTL_SECS: {refresh_secs} is outside 3600..=7776000"
+            ));
+        }
+        let cores = std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(2);
+        let password_hash_concurrency: usize = parse_or(
+            &mut problems,
+            "SOKO_PASSWORD_HASH_CONCURRENCY",
+            var("SOKO_PASSWORD_HASH_CONCURRENCY"),
+            cores,
+        );
+        if !(1..=64).contains(&password_hash_concurrency) {
+            problems.push(format!(
+                "SOKO_PASSWORD_HASH_CONCURRENCY: {password_hash_concurrency} is outside 1..=64"
+            ));
+        }
+        let auth = AuthConfig {
+            jwt_secret,
+            jwt_secret_generated,
+            jwt_key_id: var("SOKO_JWT_KEY_ID").unwrap_or_else(|| "soko-1".into()),
+            jwt_issuer: var("SOKO_JWT_ISSUER").unwrap_or_else(|| "soko".into()),
+            jwt_audience: var("SOKO_JWT_AUDIENCE").unwrap_or_else(|| "soko-api".into()),
+            access_token_ttl: Duration::from_secs(access_secs),
+            refresh_token_ttl: Duration::from_secs(refresh_secs),
+            password_hash_concurrency,
+        };
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -272,6 +410,7 @@ impl Config {
             max_message_bytes,
             embedding_dim,
             migrate_on_start,
+            auth,
         })
     }
 }
@@ -376,9 +515,35 @@ mod tests {
         );
     }
 
+    const STRONG: &str = "k3J9xQ2mV8pL4wR7tY1uE6oI5aS0dF3gH";
+
     #[test]
     fn production_logs_json_by_default() {
-        let c = config(&[("SOKO_ENV", "production")]).unwrap();
+        let c = config(&[("SOKO_ENV", "production"), ("JWT_SECRET", STRONG)]).unwrap();
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn production_refuses_a_missing_or_weak_jwt_secret() {
+        for bad in [
+            None,
+            Some("short"),
+            Some("changeme-changeme-changeme-changeme"),
+            Some(&"a".repeat(40)[..]),
+        ] {
+            let mut vars = vec![("SOKO_ENV", "production")];
+            if let Some(secret) = bad {
+                vars.push(("JWT_SECRET", secret));
+            }
+            let err = config(&vars).unwrap_err();
+            assert!(err.to_string().contains("JWT_SECRET"), "{bad:?}: {err}");
+        }
+        let ok = config(&[("SOKO_ENV", "production"), ("JWT_SECRET", STRONG)]).unwrap();
+        assert!(
+            !format!("{ok:?}").contains(STRONG),
+            "the secret is redacted"
+        );
+        let dev = config(&[]).unwrap();
+        assert!(dev.auth.jwt_secret_generated && dev.auth.jwt_secret.expose().len() == 32);
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::domain::{
     Error,
+    auth::RequestContext,
     catalog::Catalog,
     product::{ProductInput, ProductStatus, StatusInput},
 };
@@ -47,25 +48,29 @@ pub async fn seed(catalog: &Catalog, embedding_dim: usize) -> Result<usize, Erro
     if catalog.db().count_products().await? > 0 {
         return Ok(0);
     }
+    let ctx = RequestContext::system();
     let mut sellers = Vec::new();
     for name in SELLERS {
-        sellers.push(catalog.create_seller(name).await?);
+        sellers.push(catalog.create_seller(&ctx, name).await?);
     }
     for (i, (name, category, price, currency)) in PRODUCTS.iter().enumerate() {
         catalog
-            .create_product(ProductInput {
-                name: (*name).to_owned(),
-                description: format!(
-                    "{name}, handmade and shipped from {}.",
-                    sellers[i % sellers.len()].display_name
-                ),
-                price: Some((*price, (*currency).to_owned())),
-                category_id: (*category).to_owned(),
-                seller_id: sellers[i % sellers.len()].id.to_string(),
-                image_urls: vec![format!("https://images.soko.example/demo/{i}.webp")],
-                embedding: demo_embedding(i as u64, embedding_dim),
-                status: Some(StatusInput::Known(ProductStatus::Active)),
-            })
+            .create_product(
+                &ctx,
+                ProductInput {
+                    name: (*name).to_owned(),
+                    description: format!(
+                        "{name}, handmade and shipped from {}.",
+                        sellers[i % sellers.len()].display_name
+                    ),
+                    price: Some((*price, (*currency).to_owned())),
+                    category_id: (*category).to_owned(),
+                    seller_id: sellers[i % sellers.len()].id.to_string(),
+                    image_urls: vec![format!("https://images.soko.example/demo/{i}.webp")],
+                    embedding: demo_embedding(i as u64, embedding_dim),
+                    status: Some(StatusInput::Known(ProductStatus::Active)),
+                },
+            )
             .await?;
     }
     Ok(PRODUCTS.len())

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use soko::{
     configuration::Config,
     demo,
-    domain::catalog::Catalog,
-    startup::{Application, RunError},
+    domain::{auth::Role, catalog::Catalog},
+    startup::{self, Application, RunError},
     store::{Db, PoolSettings},
     telemetry,
 };
@@ -18,6 +18,9 @@ usage: soko <command>
 commands:
   serve [--demo]   run the gRPC server (with --demo: add demo products to an empty catalog)
   migrate          apply pending database migrations and exit
+  admin create-user --email EMAIL [--role admin|seller|buyer]
+                   create an account (default role: admin); the password is read from
+                   SOKO_NEW_USER_PASSWORD if set, otherwise from the first line of standard input
   help             show this message
 
 Configuration comes from the environment; see .env.example.";
@@ -30,6 +33,13 @@ async fn main() -> ExitCode {
         ["serve"] => Command::Serve { demo: false },
         ["serve", "--demo"] => Command::Serve { demo: true },
         ["migrate"] => Command::Migrate,
+        ["admin", "create-user", rest @ ..] => match parse_create_user(rest) {
+            Some((email, role)) => Command::CreateUser { email, role },
+            None => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -54,12 +64,72 @@ async fn main() -> ExitCode {
     match command {
         Command::Serve { demo } => serve(config, demo).await,
         Command::Migrate => migrate(config).await,
+        Command::CreateUser { email, role } => create_user(config, &email, role).await,
     }
 }
 
 enum Command {
     Serve { demo: bool },
     Migrate,
+    CreateUser { email: String, role: Role },
+}
+
+fn parse_create_user(args: &[&str]) -> Option<(String, Role)> {
+    let mut email = None;
+    let mut role = Role::Admin;
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        match *flag {
+            "--email" => email = Some(args.next()?.to_string()),
+            "--role" => role = Role::parse(args.next()?)?,
+            _ => return None,
+        }
+    }
+    Some((email?, role))
+}
+
+/// Creates an account from the command line: how the first admin comes to exist, since Soko has
+/// no default credentials.
+async fn create_user(config: Config, email: &str, role: Role) -> ExitCode {
+    let password = match std::env::var("SOKO_NEW_USER_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() {
+                eprintln!("soko: could not read the password from standard input");
+                return ExitCode::FAILURE;
+            }
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    let settings = PoolSettings {
+        max_size: 2,
+        checkout_timeout: std::time::Duration::from_secs(10),
+    };
+    let db = match Db::connect(&config.database, &settings) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("soko: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = db.migrate().await {
+        eprintln!("soko: migration failed: {e}");
+        return ExitCode::FAILURE;
+    }
+    match startup::accounts(&config, &db)
+        .create_user(email, &password, role)
+        .await
+    {
+        Ok(user) => {
+            println!("created {} {} ({})", user.role, user.email, user.id);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("soko: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn serve(config: Config, demo: bool) -> ExitCode {

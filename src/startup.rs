@@ -9,21 +9,31 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{codec::CompressionEncoding, transport::Server};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::proto::soko::{
+    admin::v1::admin_service_server::AdminServiceServer,
+    auth::v1::auth_service_server::AuthServiceServer,
+};
 use crate::{
     api::{
         self,
+        admin::AdminApi,
+        auth::AuthApi,
         catalog::CatalogApi,
         health::{HealthApi, HealthState},
     },
     configuration::Config,
-    domain::catalog::Catalog,
-    middleware::request_log::RequestLogLayer,
+    domain::{accounts::Accounts, api_keys::ApiKeys, audit::Audit, catalog::Catalog},
+    middleware::{
+        auth::{AuthLayer, Authenticator},
+        request_log::RequestLogLayer,
+    },
     ops,
     proto::{
         self,
         catalog::catalog_service_server::CatalogServiceServer,
         grpc::health::v1::{health_check_response::ServingStatus, health_server::HealthServer},
     },
+    security::{jwt::TokenKeys, password::PasswordHasher},
     store::{Db, PoolSettings},
 };
 
@@ -36,6 +46,26 @@ pub enum RunError {
     Server(#[from] tonic::transport::Error),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+/// Account services built from the configuration: shared by the server and the CLI.
+pub fn accounts(config: &Config, db: &Db) -> Accounts {
+    let auth = &config.auth;
+    let hasher = PasswordHasher::new(auth.password_hash_concurrency, Duration::from_secs(10));
+    let tokens = TokenKeys::new(
+        auth.jwt_secret.expose(),
+        &auth.jwt_key_id,
+        &auth.jwt_issuer,
+        &auth.jwt_audience,
+        auth.access_token_ttl,
+    );
+    Accounts::new(
+        db.clone(),
+        hasher,
+        tokens,
+        auth.refresh_token_ttl,
+        Audit::new(db.clone()),
+    )
 }
 
 /// A server whose storage is ready and whose ports are bound, not yet serving.
@@ -115,6 +145,20 @@ impl Application {
             api::ADMIN_SERVICE,
         ]);
         let catalog = Catalog::new(db.clone(), config.embedding_dim);
+        let audit = Audit::new(db.clone());
+        let accounts = accounts(&config, &db);
+        let api_keys = ApiKeys::new(db.clone());
+        if config.auth.jwt_secret_generated {
+            tracing::warn!(
+                "JWT_SECRET is not set: using a random per-process secret (sessions end on restart)"
+            );
+        }
+        let authenticator_accounts = accounts.clone();
+        let authenticator = Authenticator {
+            accounts: accounts.clone(),
+            api_keys: api_keys.clone(),
+            audit: audit.clone(),
+        };
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -140,10 +184,17 @@ impl Application {
             .layer(cors_layer(&config))
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(RequestLogLayer)
+            .layer(AuthLayer::new(authenticator))
             .add_service(HealthServer::new(HealthApi::new(health.clone())))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(catalog_service)
+            .add_service(AuthServiceServer::new(AuthApi::new(accounts)))
+            .add_service(AdminServiceServer::new(AdminApi::new(
+                Accounts::clone(&authenticator_accounts),
+                api_keys,
+                audit,
+            )))
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async {
                 let _ = grpc_stopped.await;
             });
@@ -156,9 +207,11 @@ impl Application {
             });
         let ops = tokio::spawn(async move { ops.await });
 
-        // Search, auth and admin answer UNIMPLEMENTED until their issues land, so they stay
-        // NOT_SERVING and a client can tell from health alone what this server offers.
-        health.set(api::CATALOG_SERVICE, ServingStatus::Serving);
+        // Search answers UNIMPLEMENTED until its issue lands, so it stays NOT_SERVING and a
+        // client can tell from health alone what this server offers.
+        for service in [api::CATALOG_SERVICE, api::AUTH_SERVICE, api::ADMIN_SERVICE] {
+            health.set(service, ServingStatus::Serving);
+        }
         health.set("", ServingStatus::Serving);
         tracing::info!(grpc = %grpc_addr, ops = %ops_addr, backend = db.backend(), env = ?config.env, "soko is serving");
 

@@ -35,6 +35,29 @@ impl Server {
     fn start(extra_env: &[(&str, &str)]) -> Self {
         let dir = std::env::temp_dir().join(format!("soko_t_{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
+        // The first admin comes from the CLI, as in production.
+        let created = Command::new(env!("CARGO_BIN_EXE_soko"))
+            .args([
+                "admin",
+                "create-user",
+                "--email",
+                common::ADMIN_EMAIL,
+                "--role",
+                "admin",
+            ])
+            .env_clear()
+            .env("SOKO_DATA_DIR", &dir)
+            .env("SOKO_NEW_USER_PASSWORD", common::ADMIN_PASSWORD)
+            .env("RUST_LOG", "off")
+            .output()
+            .expect("run soko admin create-user");
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        assert!(String::from_utf8_lossy(&created.stdout).contains("created admin admin@soko.test"));
+
         let mut command = Command::new(env!("CARGO_BIN_EXE_soko"));
         command
             .arg("serve")
@@ -82,6 +105,14 @@ impl Server {
             .unwrap()
     }
 
+    async fn admin_catalog(&self) -> common::Catalog {
+        let channel = self.channel().await;
+        let token = common::login(&channel, common::ADMIN_EMAIL, common::ADMIN_PASSWORD)
+            .await
+            .access_token;
+        CatalogServiceClient::with_interceptor(channel, common::Bearer::new(Some(&token)))
+    }
+
     fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
@@ -119,8 +150,8 @@ fn hold_write_lock(db: &Path) -> SqliteConnection {
     conn
 }
 
-async fn seed_seller(channel: &Channel) -> String {
-    let mut client = CatalogServiceClient::new(channel.clone());
+async fn seed_seller(client: &common::Catalog) -> String {
+    let mut client = client.clone();
     let seller = client
         .create_seller(pb::CreateSellerRequest {
             display_name: "Drain Shop".into(),
@@ -131,13 +162,13 @@ async fn seed_seller(channel: &Channel) -> String {
 }
 
 fn slow_writes(
-    channel: &Channel,
+    client: &common::Catalog,
     seller: &str,
     n: usize,
 ) -> Vec<tokio::task::JoinHandle<Result<pb::Product, tonic::Status>>> {
     (0..n)
         .map(|i| {
-            let mut client = CatalogServiceClient::new(channel.clone());
+            let mut client = client.clone();
             let product = common::product(seller, &format!("In flight {i}"), "shoes", 100);
             tokio::spawn(async move {
                 client
@@ -155,7 +186,8 @@ fn slow_writes(
 async fn sigterm_turns_health_not_serving_then_drains_in_flight_calls_and_exits_0() {
     let mut server = Server::start(&[]);
     let channel = server.channel().await;
-    let seller = seed_seller(&channel).await;
+    let catalog = server.admin_catalog().await;
+    let seller = seed_seller(&catalog).await;
     let mut watch = HealthClient::new(channel.clone())
         .watch(HealthCheckRequest {
             service: String::new(),
@@ -169,7 +201,7 @@ async fn sigterm_turns_health_not_serving_then_drains_in_flight_calls_and_exits_
     );
 
     let lock = hold_write_lock(&server.db_path);
-    let calls = slow_writes(&channel, &seller, 5);
+    let calls = slow_writes(&catalog, &seller, 5);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         calls.iter().all(|c| !c.is_finished()),
@@ -217,10 +249,10 @@ async fn sigterm_turns_health_not_serving_then_drains_in_flight_calls_and_exits_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_deadline_forces_a_non_zero_exit() {
     let mut server = Server::start(&[("SOKO_SHUTDOWN_TIMEOUT_SECS", "1")]);
-    let channel = server.channel().await;
-    let seller = seed_seller(&channel).await;
+    let catalog = server.admin_catalog().await;
+    let seller = seed_seller(&catalog).await;
     let _lock = hold_write_lock(&server.db_path);
-    let _calls = slow_writes(&channel, &seller, 2);
+    let _calls = slow_writes(&catalog, &seller, 2);
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.signal("TERM");
     let (code, took) = server.wait(Duration::from_secs(5));
@@ -234,10 +266,10 @@ async fn the_drain_deadline_forces_a_non_zero_exit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
     let mut server = Server::start(&[]);
-    let channel = server.channel().await;
-    let seller = seed_seller(&channel).await;
+    let catalog = server.admin_catalog().await;
+    let seller = seed_seller(&catalog).await;
     let _lock = hold_write_lock(&server.db_path);
-    let _calls = slow_writes(&channel, &seller, 2);
+    let _calls = slow_writes(&catalog, &seller, 2);
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.signal("TERM");
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,14 +1,14 @@
 //! CatalogService: converts between the proto contract and the domain, nothing more.
 
-use prost_types::Timestamp as ProtoTimestamp;
 use tonic::{Request, Response, Status};
 
+use super::{context, timestamp};
 use crate::{
     domain::{
         Error, FieldViolation,
         catalog::{Catalog, ListRequest},
         listing::ProductSort,
-        product::{Category, Product, ProductInput, ProductStatus, Seller, StatusInput, Timestamp},
+        product::{Category, Product, ProductInput, ProductStatus, Seller, StatusInput},
     },
     proto::catalog::{self as pb, catalog_service_server::CatalogService},
 };
@@ -21,13 +21,6 @@ impl CatalogApi {
     pub fn new(catalog: Catalog) -> Self {
         Self { catalog }
     }
-}
-
-fn timestamp(t: Timestamp) -> Option<ProtoTimestamp> {
-    Some(ProtoTimestamp {
-        seconds: t.0.div_euclid(1_000_000),
-        nanos: (t.0.rem_euclid(1_000_000) * 1000) as i32,
-    })
 }
 
 fn status_to_proto(s: ProductStatus) -> pb::ProductStatus {
@@ -132,7 +125,7 @@ impl CatalogService for CatalogApi {
     ) -> Result<Response<pb::CreateSellerResponse>, Status> {
         let seller = self
             .catalog
-            .create_seller(&request.into_inner().display_name)
+            .create_seller(&context(&request), &request.into_inner().display_name)
             .await?;
         Ok(Response::new(pb::CreateSellerResponse {
             seller: Some(seller_to_proto(seller)),
@@ -213,10 +206,11 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<pb::CreateProductRequest>,
     ) -> Result<Response<pb::CreateProductResponse>, Status> {
+        let ctx = context(&request);
         let product = required("product", request.into_inner().product)?;
         let created = self
             .catalog
-            .create_product(product_input(product))
+            .create_product(&ctx, product_input(product))
             .await
             .map_err(|e| e.within("product"))?;
         Ok(Response::new(pb::CreateProductResponse {
@@ -228,13 +222,14 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<pb::UpdateProductRequest>,
     ) -> Result<Response<pb::UpdateProductResponse>, Status> {
+        let ctx = context(&request);
         let request = request.into_inner();
         let product = required("product", request.product)?;
         let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
         let id = product.id.clone();
         let updated = self
             .catalog
-            .update_product(&id, &paths, product_input(product))
+            .update_product(&ctx, &id, &paths, product_input(product))
             .await
             .map_err(|e| match e {
                 // The mask is a sibling of `product` in the request, so its path stays top-level.
@@ -262,7 +257,7 @@ impl CatalogService for CatalogApi {
         request: Request<pb::DeleteProductRequest>,
     ) -> Result<Response<pb::DeleteProductResponse>, Status> {
         self.catalog
-            .delete_product(&request.into_inner().id)
+            .delete_product(&context(&request), &request.into_inner().id)
             .await?;
         Ok(Response::new(pb::DeleteProductResponse {}))
     }

@@ -48,6 +48,41 @@ impl From<Error> for Status {
                     details,
                 )
             }
+            Error::Unauthenticated(why) => {
+                let details = ErrorDetails::with_error_info("UNAUTHENTICATED", ERROR_DOMAIN, []);
+                Status::with_error_details(Code::Unauthenticated, why, details)
+            }
+            Error::PermissionDenied(why) => {
+                let details = ErrorDetails::with_error_info("PERMISSION_DENIED", ERROR_DOMAIN, []);
+                Status::with_error_details(Code::PermissionDenied, why, details)
+            }
+            Error::FailedPrecondition(why) => {
+                let mut details = ErrorDetails::new();
+                details.add_precondition_failure_violation("STATE", "", why.clone());
+                Status::with_error_details(Code::FailedPrecondition, why, details)
+            }
+            Error::ResourceExhausted {
+                message,
+                retry_after,
+            } => {
+                // Whole seconds, rounded up, so a client that waits exactly this long succeeds.
+                let retry_after = std::time::Duration::from_secs(
+                    retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
+                );
+                let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+                details.set_error_info("TOO_MANY_ATTEMPTS", ERROR_DOMAIN, []);
+                let mut status =
+                    Status::with_error_details(Code::ResourceExhausted, message, details);
+                if let Ok(value) = retry_after.as_secs().to_string().parse() {
+                    status.metadata_mut().insert("retry-after", value);
+                }
+                status
+            }
+            Error::Busy(why) => {
+                let details =
+                    ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1)));
+                Status::with_error_details(Code::Unavailable, why, details)
+            }
             Error::Unavailable(source) => {
                 tracing::warn!(error = %source, "storage unavailable");
                 let mut details =
@@ -74,4 +109,27 @@ fn describe_violations(violations: &[crate::domain::FieldViolation]) -> String {
         .map(|v| format!("{}: {}", v.field, v.description))
         .collect();
     format!("invalid argument: {}", fields.join("; "))
+}
+
+/// The canonical upper-case name of a status code, as audit events record it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
 }

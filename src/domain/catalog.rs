@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use super::{
+    auth::RequestContext,
     error::{Error, Violations},
     listing::{self, Cursor, ListQuery, ProductFilter, ProductSort},
     product::{
@@ -70,7 +71,7 @@ fn write_error(
             "category_id",
             format!("category `{}` does not exist", category()),
         ),
-        WriteError::SellerNotFound => Error::invalid("seller_id", "seller does not exist"),
+        WriteError::SellerNotFound => Error::invalid("seller_id", "is not a seller you manage"),
         WriteError::Store(e) => e.into(),
     }
 }
@@ -107,16 +108,30 @@ impl Catalog {
         }
     }
 
-    pub async fn create_seller(&self, display_name: &str) -> Result<Seller, Error> {
+    /// Creates a seller profile. A seller's profile is theirs to manage (one per user); one an
+    /// admin creates is managed by admins.
+    pub async fn create_seller(
+        &self,
+        ctx: &RequestContext,
+        display_name: &str,
+    ) -> Result<Seller, Error> {
+        let owner = ctx.principal.write_scope()?;
         let display_name = product::parse_seller_name(display_name)
             .map_err(|why| Error::invalid("display_name", why))?;
         let seller = Seller {
             id: SellerId::generate(),
             display_name,
             created_at: Timestamp::now(),
+            owner,
         };
-        self.db.insert_seller(&seller).await?;
-        Ok(seller)
+        match self.db.insert_seller(&seller).await {
+            Ok(()) => Ok(seller),
+            Err(StoreError::UniqueViolation(_)) => Err(Error::AlreadyExists {
+                resource: "seller profile of user",
+                id: owner.map(|o| o.to_string()).unwrap_or_default(),
+            }),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn get_seller(&self, id: &str) -> Result<Seller, Error> {
@@ -261,7 +276,12 @@ impl Catalog {
         })
     }
 
-    pub async fn create_product(&self, input: ProductInput) -> Result<Product, Error> {
+    pub async fn create_product(
+        &self,
+        ctx: &RequestContext,
+        input: ProductInput,
+    ) -> Result<Product, Error> {
+        let owner = ctx.principal.write_scope()?;
         let mut v = Violations::default();
         let name = v.check("name", product::parse_product_name(&input.name));
         let description = v.check(
@@ -318,7 +338,7 @@ impl Catalog {
             created_at: now,
             updated_at: now,
         };
-        self.db.insert_product(&product).await.map_err(|e| {
+        self.db.insert_product(&product, owner).await.map_err(|e| {
             write_error(
                 e,
                 || product.id.to_string(),
@@ -328,13 +348,15 @@ impl Catalog {
         Ok(product)
     }
 
-    /// Replaces the fields named in `paths` with the values in `input`.
+    /// Replaces the fields named in `paths`. Another seller's product is NOT_FOUND.
     pub async fn update_product(
         &self,
+        ctx: &RequestContext,
         id: &str,
         paths: &[String],
         input: ProductInput,
     ) -> Result<Product, Error> {
+        let owner = ctx.principal.write_scope()?;
         let id: ProductId = parse_id("id", id)?;
         if paths.is_empty() {
             return Err(Error::invalid(
@@ -402,15 +424,17 @@ impl Catalog {
             .map(ToString::to_string)
             .unwrap_or_default();
         self.db
-            .update_product(id, patch)
+            .update_product(id, patch, owner)
             .await
             .map_err(|e| write_error(e, || id.to_string(), || category))
     }
 
-    pub async fn delete_product(&self, id: &str) -> Result<(), Error> {
+    /// Soft-deletes a product. Another seller's product is NOT_FOUND.
+    pub async fn delete_product(&self, ctx: &RequestContext, id: &str) -> Result<(), Error> {
+        let owner = ctx.principal.write_scope()?;
         let id: ProductId = parse_id("id", id)?;
         self.db
-            .delete_product(id)
+            .delete_product(id, owner)
             .await
             .map_err(|e| write_error(e, || id.to_string(), String::new))
     }

@@ -18,8 +18,25 @@ pub enum Error {
     NotFound { resource: &'static str, id: String },
     #[error("{resource} `{id}` already exists")]
     AlreadyExists { resource: &'static str, id: String },
+    /// No valid credentials. The text is safe to show the caller.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(&'static str),
+    /// Valid credentials without the right to do this.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
+    /// Too many attempts; the caller may retry after the delay.
+    #[error("{message}")]
+    ResourceExhausted {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     #[error("storage unavailable")]
     Unavailable(#[source] StoreError),
+    /// A dependency other than storage is saturated or down; retry later.
+    #[error("{0}")]
+    Busy(&'static str),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

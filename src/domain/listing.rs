@@ -54,7 +54,7 @@ impl ProductFilter {
             self.currency.as_ref().map(Currency::as_str),
             self.status.map(ProductStatus::as_str),
         );
-        hex8(&Sha256::digest(canonical.as_bytes()))
+        scope_digest(&canonical)
     }
 }
 
@@ -89,18 +89,13 @@ pub fn page_size(requested: i32) -> Result<usize, String> {
     }
 }
 
-/// Encodes a cursor with a checksum, so corrupted or hand-edited tokens are refused rather than
-/// silently starting somewhere else.
+/// Encodes a product cursor; see [`encode_cursor`].
 pub fn encode_token(filter: &ProductFilter, sort: ProductSort, cursor: Cursor) -> String {
-    let body = TokenBody {
-        f: filter.fingerprint(sort),
-        k: cursor.key,
-        i: cursor.id.to_string(),
-    };
-    let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
-    let check = checksum(&bytes);
-    bytes.extend_from_slice(&check);
-    URL_SAFE_NO_PAD.encode(bytes)
+    encode_cursor(
+        &filter.fingerprint(sort),
+        cursor.key,
+        &cursor.id.to_string(),
+    )
 }
 
 pub fn decode_token(
@@ -108,23 +103,49 @@ pub fn decode_token(
     filter: &ProductFilter,
     sort: ProductSort,
 ) -> Result<Cursor, String> {
-    const INVALID: &str = "is not a page token issued for this listing";
+    let (key, id) = decode_cursor(token, &filter.fingerprint(sort))?;
+    let id = id.parse().map_err(|_| INVALID_TOKEN.to_owned())?;
+    Ok(Cursor { key, id })
+}
+
+const INVALID_TOKEN: &str = "is not a page token issued for this listing";
+
+/// Encodes a keyset cursor (sort key, id) bound to `scope` — a digest of the listing's filter —
+/// with a checksum, so corrupted or hand-edited tokens are refused rather than silently starting
+/// somewhere else, and a token can't be replayed against another listing.
+pub fn encode_cursor(scope: &str, key: i64, id: &str) -> String {
+    let body = TokenBody {
+        f: scope.to_owned(),
+        k: key,
+        i: id.to_owned(),
+    };
+    let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let check = checksum(&bytes);
+    bytes.extend_from_slice(&check);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn decode_cursor(token: &str, scope: &str) -> Result<(i64, String), String> {
     let bytes = URL_SAFE_NO_PAD
         .decode(token)
-        .map_err(|_| INVALID.to_owned())?;
+        .map_err(|_| INVALID_TOKEN.to_owned())?;
     if bytes.len() < 9 {
-        return Err(INVALID.into());
+        return Err(INVALID_TOKEN.into());
     }
     let (body, check) = bytes.split_at(bytes.len() - 8);
     if checksum(body) != check {
-        return Err(INVALID.into());
+        return Err(INVALID_TOKEN.into());
     }
-    let body: TokenBody = serde_json::from_slice(body).map_err(|_| INVALID.to_owned())?;
-    if body.f != filter.fingerprint(sort) {
+    let body: TokenBody = serde_json::from_slice(body).map_err(|_| INVALID_TOKEN.to_owned())?;
+    if body.f != scope {
         return Err("was issued for a different filter or sort".into());
     }
-    let id = body.i.parse().map_err(|_| INVALID.to_owned())?;
-    Ok(Cursor { key: body.k, id })
+    Ok((body.k, body.i))
+}
+
+/// A short digest of a listing's parameters, to bind page tokens to them.
+pub fn scope_digest(canonical: &str) -> String {
+    hex8(&Sha256::digest(canonical.as_bytes()))
 }
 
 fn checksum(bytes: &[u8]) -> [u8; 8] {

@@ -2,8 +2,6 @@
 
 use std::{fmt, str::FromStr};
 
-use uuid::Uuid;
-
 /// ISO-4217 active alphabetic codes (2024 list). Prices in anything else are refused.
 const ISO_4217: &str = "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD BTN BWP \
 BYN BZD CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS \
@@ -21,42 +19,6 @@ pub const NAME_MAX_CHARS: usize = 200;
 pub const DESCRIPTION_MAX_CHARS: usize = 2000;
 pub const MAX_IMAGES: usize = 10;
 pub const IMAGE_URL_MAX_CHARS: usize = 2048;
-
-macro_rules! uuid_id {
-    ($name:ident, $what:literal) => {
-        #[doc = concat!("The id of a ", $what, ".")]
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(pub Uuid);
-
-        impl $name {
-            /// A new time-ordered (v7) id.
-            pub fn generate() -> Self {
-                Self(Uuid::now_v7())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(raw: &str) -> Result<Self, String> {
-                if raw.is_empty() {
-                    return Err("is required".into());
-                }
-                // Only the canonical hyphenated form, so one product has exactly one id string.
-                Uuid::try_parse(raw)
-                    .ok()
-                    .filter(|u| u.hyphenated().to_string() == raw)
-                    .map(Self)
-                    .ok_or_else(|| "must be a UUID in lower-case hyphenated form".into())
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.0.hyphenated().fmt(f)
-            }
-        }
-    };
-}
 
 uuid_id!(ProductId, "product");
 uuid_id!(SellerId, "seller");
@@ -276,6 +238,8 @@ pub struct Seller {
     pub id: SellerId,
     pub display_name: String,
     pub created_at: Timestamp,
+    /// The user who manages this seller's products; `None` for sellers only admins manage.
+    pub owner: Option<super::auth::UserId>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

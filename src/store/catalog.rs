@@ -9,6 +9,7 @@ use super::{
     with_conn, with_transaction,
 };
 use crate::domain::{
+    auth::UserId,
     listing::{ListQuery, ProductSort},
     product::{
         Category, Money, Product, ProductId, ProductPatch, ProductStatus, Seller, SellerId,
@@ -20,7 +21,7 @@ use crate::domain::{
 /// the caller learns which reference is wrong; a foreign-key error would not say. A macro rather
 /// than a function because the connection type differs per backend.
 macro_rules! require_references {
-    ($conn:expr, $category_id:expr, $seller_id:expr) => {{
+    ($conn:expr, $category_id:expr, $seller:expr) => {{
         let categories_found: i64 = categories::table
             .filter(categories::id.eq($category_id))
             .count()
@@ -29,16 +30,37 @@ macro_rules! require_references {
         if categories_found == 0 {
             return Err(WriteError::CategoryNotFound);
         }
-        if let Some(seller_id) = $seller_id {
-            let sellers_found: i64 = sellers::table
+        if let Some((seller_id, owner)) = $seller {
+            let mut query = sellers::table
                 .filter(sellers::id.eq(seller_id))
-                .count()
-                .get_result($conn)
-                .await?;
+                .into_boxed();
+            if let Some(owner) = owner {
+                query = query.filter(sellers::owner_user_id.eq(owner));
+            }
+            let sellers_found: i64 = query.count().get_result($conn).await?;
             if sellers_found == 0 {
                 return Err(WriteError::SellerNotFound);
             }
         }
+    }};
+}
+
+/// Loads a live product for a write, inside the write's transaction; with `owner`, only a product
+/// of a seller that user owns. Someone else's product is reported as not found, so its existence
+/// doesn't leak.
+macro_rules! product_for_write {
+    ($conn:expr, $id:expr, $owner:expr) => {{
+        let mut query = products::table
+            .inner_join(sellers::table)
+            .filter(products::id.eq($id))
+            .filter(products::deleted_at.is_null())
+            .select(ProductRow::as_select())
+            .into_boxed();
+        if let Some(owner) = $owner {
+            query = query.filter(sellers::owner_user_id.eq(owner));
+        }
+        let row: Option<ProductRow> = query.first($conn).await.optional()?;
+        row.ok_or(WriteError::ProductNotFound)?
     }};
 }
 
@@ -56,6 +78,7 @@ struct SellerRow {
     id: String,
     display_name: String,
     created_at: i64,
+    owner_user_id: Option<String>,
 }
 
 #[derive(Queryable, Selectable, Insertable, AsChangeset)]
@@ -136,6 +159,11 @@ impl TryFrom<SellerRow> for Seller {
             id: row.id.parse().map_err(corrupt("sellers.id"))?,
             display_name: row.display_name,
             created_at: Timestamp(row.created_at),
+            owner: row
+                .owner_user_id
+                .map(|o| o.parse())
+                .transpose()
+                .map_err(corrupt("sellers.owner_user_id"))?,
         })
     }
 }
@@ -278,6 +306,7 @@ impl Db {
             id: seller.id.to_string(),
             display_name: seller.display_name.clone(),
             created_at: seller.created_at.0,
+            owner_user_id: seller.owner.map(|o| o.to_string()),
         };
         let _guard = self.write_guard().await;
         with_conn!(self, |conn| {
@@ -387,12 +416,23 @@ impl Db {
     }
 
     /// Inserts a product and its outbox event atomically.
-    pub async fn insert_product(&self, product: &Product) -> Result<(), WriteError> {
+    /// Inserts a product and its outbox event atomically. With `owner`, the product's seller must
+    /// belong to that user.
+    pub async fn insert_product(
+        &self,
+        product: &Product,
+        owner: Option<UserId>,
+    ) -> Result<(), WriteError> {
         let row = ProductRow::from(product);
+        let owner = owner.map(|o| o.to_string());
         let event = outbox_row(product, OutboxOp::Upsert);
         let _guard = self.write_guard().await;
         with_transaction!(self, WriteError, |conn| {
-            require_references!(conn, &row.category_id, Some(&row.seller_id));
+            require_references!(
+                conn,
+                &row.category_id,
+                Some((&row.seller_id, owner.as_ref()))
+            );
             diesel::insert_into(products::table)
                 .values(&row)
                 .execute(conn)
@@ -411,20 +451,16 @@ impl Db {
         &self,
         id: ProductId,
         patch: ProductPatch,
+        owner: Option<UserId>,
     ) -> Result<Product, WriteError> {
         let id = id.to_string();
+        let owner = owner.map(|o| o.to_string());
         let _guard = self.write_guard().await;
         with_transaction!(self, WriteError, |conn| {
-            let current: Option<ProductRow> = products::table
-                .find(&id)
-                .filter(products::deleted_at.is_null())
-                .select(ProductRow::as_select())
-                .first(conn)
-                .await
-                .optional()?;
-            let mut product = Product::try_from(current.ok_or(WriteError::ProductNotFound)?)?;
+            let current = product_for_write!(conn, &id, owner.as_ref());
+            let mut product = Product::try_from(current)?;
             if let Some(category) = &patch.category_id {
-                require_references!(conn, category.as_str(), None::<&str>);
+                require_references!(conn, category.as_str(), None::<(&str, Option<&String>)>);
             }
             patch.apply(&mut product);
             product.updated_at = Timestamp::now().max(Timestamp(product.updated_at.0 + 1));
@@ -443,7 +479,11 @@ impl Db {
     }
 
     /// Soft-deletes a live product and records the deletion in the outbox, atomically.
-    pub async fn delete_product(&self, id: ProductId) -> Result<(), WriteError> {
+    pub async fn delete_product(
+        &self,
+        id: ProductId,
+        owner: Option<UserId>,
+    ) -> Result<(), WriteError> {
         let now = Timestamp::now().0;
         let event = OutboxRow {
             product_id: id.to_string(),
@@ -452,8 +492,10 @@ impl Db {
             created_at: now,
         };
         let id = id.to_string();
+        let owner = owner.map(|o| o.to_string());
         let _guard = self.write_guard().await;
         with_transaction!(self, WriteError, |conn| {
+            product_for_write!(conn, &id, owner.as_ref());
             let changed = diesel::update(
                 products::table
                     .find(&id)

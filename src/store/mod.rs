@@ -3,6 +3,7 @@
 //! Queries are written once with diesel's DSL and expanded for each backend by [`with_conn!`], so
 //! every backend runs the same statements. Nothing here knows about gRPC.
 
+pub mod auth;
 pub mod catalog;
 mod error;
 mod schema;

@@ -14,6 +14,7 @@ diesel::table! {
         id -> Text,
         display_name -> Text,
         created_at -> BigInt,
+        owner_user_id -> Nullable<Text>,
     }
 }
 
@@ -45,4 +46,78 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(categories, sellers, products, outbox);
+diesel::table! {
+    users (id) {
+        id -> Text,
+        email -> Text,
+        password_hash -> Text,
+        role -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        user_id -> Text,
+        created_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (token_hash) {
+        token_hash -> Text,
+        session_id -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        used_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        user_id -> Text,
+        display_name -> Text,
+        secret_prefix -> Text,
+        secret_hash -> Text,
+        created_at -> BigInt,
+        expires_at -> Nullable<BigInt>,
+        last_used_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> BigInt,
+        event_time -> BigInt,
+        principal -> Text,
+        action -> Text,
+        resource -> Text,
+        status_code -> Text,
+        reason -> Text,
+        client_ip -> Text,
+        request_id -> Text,
+    }
+}
+
+diesel::joinable!(products -> sellers (seller_id));
+diesel::joinable!(sellers -> users (owner_user_id));
+diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(refresh_tokens -> sessions (session_id));
+diesel::joinable!(api_keys -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    categories,
+    sellers,
+    products,
+    outbox,
+    users,
+    sessions,
+    refresh_tokens,
+    api_keys,
+    audit_events
+);

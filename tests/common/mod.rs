@@ -12,12 +12,55 @@ use diesel_async::{
 };
 use soko::{
     configuration::Config,
-    proto::catalog::{self as pb, catalog_service_client::CatalogServiceClient},
+    domain::auth::Role,
+    proto::{
+        catalog::{self as pb, catalog_service_client::CatalogServiceClient},
+        soko::{
+            admin::v1::admin_service_client::AdminServiceClient,
+            auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient},
+        },
+    },
     startup::{Application, RunError},
     store::{Db, PoolSettings},
 };
 use tokio::{sync::oneshot, task::JoinHandle};
-use tonic::transport::Channel;
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+/// A signing secret strong enough for production checks, for test servers only.
+pub const TEST_JWT_SECRET: &str = "test-only-7f3a9c1e5b8d2f4a6c0e9b7d5f3a1c8e";
+pub const ADMIN_EMAIL: &str = "admin@soko.test";
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+
+/// Adds `authorization: Bearer …` to every call, when it has a token.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> Self {
+        Self(token.map(|t| format!("Bearer {t}").parse().expect("ascii token")))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type Catalog = CatalogServiceClient<InterceptedService<Channel, Bearer>>;
+pub type Admin = AdminServiceClient<InterceptedService<Channel, Bearer>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -262,6 +305,7 @@ pub fn test_config(database_url: &str, overrides: &[(&str, &str)]) -> Config {
         ("SOKO_OPS_ADDR".into(), "127.0.0.1:0".into()),
         ("DATABASE_URL".into(), database_url.into()),
         ("SOKO_EMBEDDING_DIM".into(), "8".into()),
+        ("JWT_SECRET".into(), TEST_JWT_SECRET.into()),
         (
             "RUST_LOG".into(),
             std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()),
@@ -283,7 +327,9 @@ pub struct TestApp {
     pub grpc_addr: SocketAddr,
     pub ops_addr: SocketAddr,
     pub channel: Channel,
-    pub catalog: CatalogServiceClient<Channel>,
+    /// A catalog client signed in as the admin created at start.
+    pub catalog: Catalog,
+    pub admin_token: String,
     pub db: Db,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), RunError>>>,
@@ -307,6 +353,11 @@ pub async fn spawn_on(database_url: &str, overrides: &[(&str, &str)]) -> TestApp
     let app = Application::build(config.clone())
         .await
         .expect("server starts");
+    let accounts = soko::startup::accounts(&config, app.db());
+    // Fails harmlessly when a second server shares the database and the admin exists.
+    let _ = accounts
+        .create_user(ADMIN_EMAIL, ADMIN_PASSWORD, Role::Admin)
+        .await;
     let grpc_addr = app.grpc_addr();
     let ops_addr = app.ops_addr();
     let (tx, rx) = oneshot::channel();
@@ -318,6 +369,9 @@ pub async fn spawn_on(database_url: &str, overrides: &[(&str, &str)]) -> TestApp
         .connect()
         .await
         .expect("connect");
+    let admin_token = login(&channel, ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await
+        .access_token;
     let db = Db::connect(
         &config.database,
         &PoolSettings {
@@ -329,7 +383,11 @@ pub async fn spawn_on(database_url: &str, overrides: &[(&str, &str)]) -> TestApp
     TestApp {
         grpc_addr,
         ops_addr,
-        catalog: CatalogServiceClient::new(channel.clone()),
+        catalog: CatalogServiceClient::with_interceptor(
+            channel.clone(),
+            Bearer::new(Some(&admin_token)),
+        ),
+        admin_token,
         channel,
         db,
         shutdown: Some(tx),
@@ -338,7 +396,52 @@ pub async fn spawn_on(database_url: &str, overrides: &[(&str, &str)]) -> TestApp
     }
 }
 
+/// Logs in and returns the session's tokens.
+pub async fn login(channel: &Channel, email: &str, password: &str) -> auth_pb::TokenPair {
+    AuthServiceClient::new(channel.clone())
+        .login(auth_pb::LoginRequest {
+            email: email.into(),
+            password: password.into(),
+        })
+        .await
+        .expect("login")
+        .into_inner()
+        .tokens
+        .expect("tokens")
+}
+
 impl TestApp {
+    /// A catalog client acting with `token` (anonymous with `None`).
+    pub fn catalog_as(&self, token: Option<&str>) -> Catalog {
+        CatalogServiceClient::with_interceptor(self.channel.clone(), Bearer::new(token))
+    }
+
+    pub fn admin_as(&self, token: Option<&str>) -> Admin {
+        AdminServiceClient::with_interceptor(self.channel.clone(), Bearer::new(token))
+    }
+
+    pub fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel.clone())
+    }
+
+    /// Registers an account and returns its id and access token.
+    pub async fn register(&self, email: &str, role: auth_pb::Role) -> (String, auth_pb::TokenPair) {
+        let response = self
+            .auth()
+            .register(auth_pb::RegisterRequest {
+                email: email.into(),
+                password: "password-123".into(),
+                role: role.into(),
+            })
+            .await
+            .expect("register")
+            .into_inner();
+        (
+            response.user.expect("user").id,
+            response.tokens.expect("tokens"),
+        )
+    }
+
     /// Begins shutdown and waits for the server to finish draining.
     pub async fn stop(mut self) -> Result<(), RunError> {
         if let Some(tx) = self.shutdown.take() {

@@ -1,0 +1,280 @@
+//! AdminService: users, roles, API keys and the audit log. Every call is audited here, with its
+//! outcome; refusals by the authentication layer are audited there.
+
+use tonic::{Request, Response, Status};
+
+use super::{
+    auth::{role_from_proto, user_to_proto},
+    context, from_timestamp,
+    status::code_name,
+    timestamp,
+};
+use crate::{
+    domain::{
+        Error,
+        accounts::Accounts,
+        api_keys::{ApiKey, ApiKeys},
+        audit::{Audit, AuditEvent},
+        auth::RequestContext,
+    },
+    proto::soko::admin::v1::{self as pb, admin_service_server::AdminService},
+    store::auth::AuditFilter,
+};
+
+pub struct AdminApi {
+    accounts: Accounts,
+    api_keys: ApiKeys,
+    audit: Audit,
+}
+
+impl AdminApi {
+    pub fn new(accounts: Accounts, api_keys: ApiKeys, audit: Audit) -> Self {
+        Self {
+            accounts,
+            api_keys,
+            audit,
+        }
+    }
+
+    /// Records the call in the audit log and converts its result.
+    async fn audited<T>(
+        &self,
+        ctx: &RequestContext,
+        method: &str,
+        resource: &str,
+        reason: &str,
+        result: Result<T, Error>,
+    ) -> Result<T, Status> {
+        let result = result.map_err(Status::from);
+        let code = result
+            .as_ref()
+            .map_or_else(|s| code_name(s.code()), |_| "OK");
+        self.audit
+            .record(
+                ctx,
+                &format!("soko.admin.v1.AdminService.{method}"),
+                resource,
+                code,
+                reason,
+            )
+            .await;
+        result
+    }
+}
+
+fn api_key_to_proto(k: ApiKey) -> pb::ApiKey {
+    pb::ApiKey {
+        id: k.id.to_string(),
+        user_id: k.user_id.to_string(),
+        display_name: k.display_name,
+        secret_prefix: k.secret_prefix,
+        create_time: timestamp(k.created_at),
+        expire_time: k.expires_at.and_then(timestamp),
+        last_use_time: k.last_used_at.and_then(timestamp),
+        revoke_time: k.revoked_at.and_then(timestamp),
+    }
+}
+
+fn audit_event_to_proto(e: AuditEvent) -> pb::AuditEvent {
+    pb::AuditEvent {
+        id: e.id.to_string(),
+        event_time: timestamp(e.time),
+        principal: e.principal,
+        action: e.action,
+        resource: e.resource,
+        status_code: e.status_code,
+        reason: e.reason,
+        client_ip: e.client_ip,
+        request_id: e.request_id,
+        details: Default::default(),
+    }
+}
+
+fn not_ours(method: &str) -> Status {
+    Status::unimplemented(format!("AdminService.{method} is not available yet"))
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let ctx = context(&request);
+        let r = request.into_inner();
+        let result = self
+            .accounts
+            .list_users(
+                &r.email,
+                role_from_proto(r.role),
+                r.page_size,
+                &r.page_token,
+            )
+            .await;
+        let (users, next) = self.audited(&ctx, "ListUsers", "users", "", result).await?;
+        Ok(Response::new(pb::ListUsersResponse {
+            users: users.into_iter().map(user_to_proto).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn set_user_role(
+        &self,
+        request: Request<pb::SetUserRoleRequest>,
+    ) -> Result<Response<pb::SetUserRoleResponse>, Status> {
+        let ctx = context(&request);
+        let r = request.into_inner();
+        let result = self
+            .accounts
+            .set_role(&ctx, &r.user_id, role_from_proto(r.role))
+            .await;
+        let reason = match &result {
+            Ok((user, old)) => format!("{old} -> {}; {}", user.role, r.reason),
+            Err(_) => r.reason.clone(),
+        };
+        let (user, _) = self
+            .audited(
+                &ctx,
+                "SetUserRole",
+                &format!("user:{}", r.user_id),
+                &reason,
+                result,
+            )
+            .await?;
+        Ok(Response::new(pb::SetUserRoleResponse {
+            user: Some(user_to_proto(user)),
+        }))
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let ctx = context(&request);
+        let r = request.into_inner();
+        let result = self
+            .api_keys
+            .create(
+                &r.user_id,
+                &r.display_name,
+                r.expire_time.as_ref().map(from_timestamp),
+            )
+            .await;
+        let resource = match &result {
+            Ok((key, _)) => format!("api_key:{}", key.id),
+            Err(_) => format!("user:{}", r.user_id),
+        };
+        let (key, secret) = self
+            .audited(&ctx, "CreateApiKey", &resource, &r.reason, result)
+            .await?;
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            api_key: Some(api_key_to_proto(key)),
+            secret,
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
+        let ctx = context(&request);
+        let r = request.into_inner();
+        let result = self.api_keys.revoke(&r.id).await;
+        let key = self
+            .audited(
+                &ctx,
+                "RevokeApiKey",
+                &format!("api_key:{}", r.id),
+                &r.reason,
+                result,
+            )
+            .await?;
+        Ok(Response::new(pb::RevokeApiKeyResponse {
+            api_key: Some(api_key_to_proto(key)),
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let ctx = context(&request);
+        let r = request.into_inner();
+        let result = self
+            .api_keys
+            .list(&r.user_id, r.show_inactive, r.page_size, &r.page_token)
+            .await;
+        let (keys, next) = self
+            .audited(&ctx, "ListApiKeys", "api_keys", "", result)
+            .await?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            api_keys: keys.into_iter().map(api_key_to_proto).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let ctx = context(&request);
+        let r = request.into_inner();
+        let filter = AuditFilter {
+            action: (!r.action.is_empty()).then_some(r.action),
+            principal: (!r.principal.is_empty()).then_some(r.principal),
+            start_time: r.start_time.as_ref().map(|t| from_timestamp(t).0),
+            end_time: r.end_time.as_ref().map(|t| from_timestamp(t).0),
+        };
+        // Listed before this call is recorded, so a page never contains its own request.
+        let result = self.audit.list(filter, r.page_size, &r.page_token).await;
+        let (events, next) = self
+            .audited(&ctx, "ListAuditEvents", "audit_events", "", result)
+            .await?;
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            audit_events: events.into_iter().map(audit_event_to_proto).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn set_read_only_mode(
+        &self,
+        _: Request<pb::SetReadOnlyModeRequest>,
+    ) -> Result<Response<pb::SetReadOnlyModeResponse>, Status> {
+        Err(not_ours("SetReadOnlyMode"))
+    }
+
+    async fn get_read_only_mode(
+        &self,
+        _: Request<pb::GetReadOnlyModeRequest>,
+    ) -> Result<Response<pb::GetReadOnlyModeResponse>, Status> {
+        Err(not_ours("GetReadOnlyMode"))
+    }
+
+    async fn reindex(
+        &self,
+        _: Request<pb::ReindexRequest>,
+    ) -> Result<Response<pb::ReindexResponse>, Status> {
+        Err(not_ours("Reindex"))
+    }
+
+    async fn get_sync_status(
+        &self,
+        _: Request<pb::GetSyncStatusRequest>,
+    ) -> Result<Response<pb::GetSyncStatusResponse>, Status> {
+        Err(not_ours("GetSyncStatus"))
+    }
+
+    async fn create_backup(
+        &self,
+        _: Request<pb::CreateBackupRequest>,
+    ) -> Result<Response<pb::CreateBackupResponse>, Status> {
+        Err(not_ours("CreateBackup"))
+    }
+
+    async fn list_backups(
+        &self,
+        _: Request<pb::ListBackupsRequest>,
+    ) -> Result<Response<pb::ListBackupsResponse>, Status> {
+        Err(not_ours("ListBackups"))
+    }
+}

@@ -1,0 +1,223 @@
+//! The one table that says, for every gRPC method, who may call it and which rate-limit class it
+//! belongs to. The authentication layer and the rate limiter both read it; a test checks that
+//! every method in the contract has an entry, so a new method can't ship without a policy.
+
+use crate::domain::auth::Role;
+
+/// Who may call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, signed in or not. Invalid credentials are still refused.
+    Public,
+    /// Any signed-in user or API key.
+    Authenticated,
+    /// Callers whose role includes this one (admins include sellers).
+    Role(Role),
+}
+
+/// Rate-limit class of a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RateClass {
+    Default,
+    Auth,
+    Search,
+    Upload,
+    Transaction,
+    Admin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodPolicy {
+    pub access: Access,
+    pub class: RateClass,
+}
+
+const fn p(access: Access, class: RateClass) -> MethodPolicy {
+    MethodPolicy { access, class }
+}
+
+use Access::{Authenticated, Public};
+use RateClass::{Admin as AdminClass, Auth, Default as DefaultClass, Search, Transaction, Upload};
+
+const SELLER: Access = Access::Role(Role::Seller);
+const ADMIN: Access = Access::Role(Role::Admin);
+
+static POLICIES: &[(&str, MethodPolicy)] = &[
+    (
+        "/soko.catalog.v1.CatalogService/ListCategories",
+        p(Public, DefaultClass),
+    ),
+    (
+        "/soko.catalog.v1.CatalogService/CreateCategory",
+        p(ADMIN, AdminClass),
+    ),
+    (
+        "/soko.catalog.v1.CatalogService/CreateSeller",
+        p(SELLER, Transaction),
+    ),
+    (
+        "/soko.catalog.v1.CatalogService/GetSeller",
+        p(Public, DefaultClass),
+    ),
+    (
+        "/soko.catalog.v1.CatalogService/GetProduct",
+        p(Public, DefaultClass),
+    ),
+    (
+        "/soko.catalog.v1.CatalogService/BatchGetProducts",
+        p(Public, DefaultClass),
+    ),
+    (
+        "/soko.catalog.v1.CatalogService/ListProducts",
+        p(Public, DefaultClass),
+    ),
+    (
+        "/soko.catalog.v1.CatalogService/CreateProduct",
+        p(SELLER, Transaction),
+    ),
+    (
+        "/soko.catalog.v1.CatalogService/UpdateProduct",
+        p(SELLER, Transaction),
+    ),
+    (
+        "/soko.catalog.v1.CatalogService/DeleteProduct",
+        p(SELLER, Transaction),
+    ),
+    (
+        "/soko.search.v1.SearchService/SearchProducts",
+        p(Public, Search),
+    ),
+    (
+        "/soko.search.v1.SearchService/SearchByVector",
+        p(Public, Search),
+    ),
+    (
+        "/soko.search.v1.SearchService/SearchByImage",
+        p(Public, Upload),
+    ),
+    (
+        "/soko.search.v1.SearchService/SimilarProducts",
+        p(Public, Search),
+    ),
+    (
+        "/soko.search.v1.SearchService/HybridSearch",
+        p(Public, Search),
+    ),
+    ("/soko.auth.v1.AuthService/Register", p(Public, Auth)),
+    ("/soko.auth.v1.AuthService/Login", p(Public, Auth)),
+    ("/soko.auth.v1.AuthService/Refresh", p(Public, Auth)),
+    ("/soko.auth.v1.AuthService/Logout", p(Public, Auth)),
+    (
+        "/soko.auth.v1.AuthService/Me",
+        p(Authenticated, DefaultClass),
+    ),
+    (
+        "/soko.auth.v1.AuthService/ChangePassword",
+        p(Authenticated, Auth),
+    ),
+    (
+        "/soko.admin.v1.AdminService/ListUsers",
+        p(ADMIN, AdminClass),
+    ),
+    (
+        "/soko.admin.v1.AdminService/SetUserRole",
+        p(ADMIN, AdminClass),
+    ),
+    (
+        "/soko.admin.v1.AdminService/CreateApiKey",
+        p(ADMIN, AdminClass),
+    ),
+    (
+        "/soko.admin.v1.AdminService/RevokeApiKey",
+        p(ADMIN, AdminClass),
+    ),
+    (
+        "/soko.admin.v1.AdminService/ListApiKeys",
+        p(ADMIN, AdminClass),
+    ),
+    (
+        "/soko.admin.v1.AdminService/ListAuditEvents",
+        p(ADMIN, AdminClass),
+    ),
+    (
+        "/soko.admin.v1.AdminService/SetReadOnlyMode",
+        p(ADMIN, AdminClass),
+    ),
+    (
+        "/soko.admin.v1.AdminService/GetReadOnlyMode",
+        p(ADMIN, AdminClass),
+    ),
+    ("/soko.admin.v1.AdminService/Reindex", p(ADMIN, AdminClass)),
+    (
+        "/soko.admin.v1.AdminService/GetSyncStatus",
+        p(ADMIN, AdminClass),
+    ),
+    (
+        "/soko.admin.v1.AdminService/CreateBackup",
+        p(ADMIN, AdminClass),
+    ),
+    (
+        "/soko.admin.v1.AdminService/ListBackups",
+        p(ADMIN, AdminClass),
+    ),
+];
+
+/// Infrastructure every client and probe needs without credentials or limits.
+const EXEMPT_PREFIXES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// Health and reflection: no authentication, no rate limits.
+pub fn is_exempt(path: &str) -> bool {
+    EXEMPT_PREFIXES
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+}
+
+/// The policy of a Soko method; `None` for paths that are not Soko methods (the router answers
+/// those with UNIMPLEMENTED).
+pub fn policy(path: &str) -> Option<MethodPolicy> {
+    POLICIES
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, policy)| *policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn every_method_in_the_contract_has_a_policy() {
+        let fds =
+            prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET).unwrap();
+        let mut methods = 0;
+        for file in fds.file.iter().filter(|f| f.package().starts_with("soko.")) {
+            for service in &file.service {
+                for method in &service.method {
+                    let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                    assert!(policy(&path).is_some(), "{path} has no policy");
+                    methods += 1;
+                }
+            }
+        }
+        assert_eq!(
+            methods,
+            POLICIES.len(),
+            "the table lists a method the contract doesn't have"
+        );
+    }
+
+    #[test]
+    fn infrastructure_is_exempt() {
+        assert!(is_exempt("/grpc.health.v1.Health/Check"));
+        assert!(is_exempt(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+        ));
+        assert!(!is_exempt("/soko.catalog.v1.CatalogService/GetProduct"));
+    }
+}
