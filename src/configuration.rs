@@ -7,6 +7,8 @@ use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use http::HeaderValue;
 
+use crate::{middleware::client_ip::Cidr, policy::RateClass};
+
 /// The deployment environment. Production hides internal error text and logs JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
@@ -128,6 +130,115 @@ pub struct AuthConfig {
     pub password_hash_concurrency: usize,
 }
 
+/// A rate-limit quota: `limit` calls per `period`, of which up to `burst` may come at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub limit: u32,
+    pub period: Duration,
+    pub burst: u32,
+}
+
+impl std::str::FromStr for Quota {
+    type Err = String;
+
+    /// `100/min`, `5/sec`, `1000/hour`, optionally `,burst=N` (default: the limit).
+    fn from_str(raw: &str) -> Result<Self, String> {
+        let bad = || format!("`{raw}` is not a quota like 100/min or 10/min,burst=5");
+        let mut parts = raw.split(',');
+        let (limit, unit) = parts
+            .next()
+            .and_then(|r| r.trim().split_once('/'))
+            .ok_or_else(bad)?;
+        let limit: u32 = limit
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(bad)?;
+        let period = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            _ => return Err(bad()),
+        };
+        let mut burst = limit;
+        for option in parts {
+            match option.trim().split_once('=') {
+                Some(("burst", n)) => {
+                    burst = n.trim().parse().ok().filter(|n| *n > 0).ok_or_else(bad)?
+                }
+                _ => return Err(bad()),
+            }
+        }
+        Ok(Self {
+            limit,
+            period,
+            burst,
+        })
+    }
+}
+
+/// A URL that may carry a password; Debug shows it with the password replaced.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedactedUrl(pub String);
+
+impl fmt::Debug for RedactedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+/// Rate limiting: one quota per method class, keyed per caller.
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// The quota every call of a caller counts against, whatever its class.
+    pub global: Quota,
+    pub auth: Quota,
+    pub search: Quota,
+    pub upload: Quota,
+    pub transaction: Quota,
+    pub admin: Quota,
+    /// The global quota of a caller using an API key (services call more than people do).
+    pub api_key: Quota,
+    /// Classes that only count and log would-be rejections.
+    pub shadow: Vec<RateClass>,
+    /// Shared counters; without it each process limits on its own.
+    pub redis_url: Option<RedactedUrl>,
+    /// How long a limit decision may wait for Redis before falling back to the local limiter.
+    pub redis_timeout: Duration,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub key_prefix: String,
+}
+
+impl RateLimitConfig {
+    pub fn quota(&self, class: RateClass) -> Quota {
+        match class {
+            RateClass::Default => self.global,
+            RateClass::Auth => self.auth,
+            RateClass::Search => self.search,
+            RateClass::Upload => self.upload,
+            RateClass::Transaction => self.transaction,
+            RateClass::Admin => self.admin,
+        }
+    }
+}
+
+/// Bounds on what one call may cost the server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Proxies whose `X-Forwarded-For` / `X-Real-IP` are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Deadline of a call when the client sets none (or a longer one).
+    pub request_timeout: Duration,
+    /// Calls in flight across all connections; more are shed with UNAVAILABLE.
+    pub max_concurrent_requests: usize,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Largest decoded message of upload-class methods (images).
+    pub max_upload_bytes: usize,
+}
+
 /// Secrets that ship in examples and tutorials: never acceptable in production.
 const KNOWN_WEAK_SECRETS: &[&str] = &[
     "secret",
@@ -175,6 +286,8 @@ pub struct Config {
     pub embedding_dim: usize,
     pub migrate_on_start: bool,
     pub auth: AuthConfig,
+    pub rate_limits: RateLimitConfig,
+    pub limits: Limits,
 }
 
 /// All the problems found in the environment, one per line.
@@ -392,6 +505,116 @@ impl Config {
             password_hash_concurrency,
         };
 
+        let quota = |problems: &mut Vec<String>, key: &str, default: &str| -> Quota {
+            parse_or(
+                problems,
+                key,
+                var(key),
+                default.parse().expect("valid default quota"),
+            )
+        };
+        let shadow = var("SOKO_RATE_LIMIT_SHADOW")
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .filter_map(|c| match c {
+                        "default" | "global" => Some(RateClass::Default),
+                        "auth" => Some(RateClass::Auth),
+                        "search" => Some(RateClass::Search),
+                        "upload" => Some(RateClass::Upload),
+                        "transaction" => Some(RateClass::Transaction),
+                        "admin" => Some(RateClass::Admin),
+                        other => {
+                            problems
+                                .push(format!("SOKO_RATE_LIMIT_SHADOW: unknown class `{other}`"));
+                            None
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let redis_url = var("REDIS_URL");
+        if let Some(url) = &redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            problems.push("REDIS_URL: must start with redis:// or rediss://".into());
+        }
+        let redis_timeout_ms: u64 = parse_or(
+            &mut problems,
+            "SOKO_REDIS_TIMEOUT_MS",
+            var("SOKO_REDIS_TIMEOUT_MS"),
+            50,
+        );
+        let rate_limits = RateLimitConfig {
+            enabled: parse_or(
+                &mut problems,
+                "SOKO_RATE_LIMIT_ENABLED",
+                var("SOKO_RATE_LIMIT_ENABLED"),
+                true,
+            ),
+            global: quota(&mut problems, "SOKO_RATE_LIMIT_GLOBAL", "100/min"),
+            auth: quota(&mut problems, "SOKO_RATE_LIMIT_AUTH", "10/min"),
+            search: quota(&mut problems, "SOKO_RATE_LIMIT_SEARCH", "100/min"),
+            upload: quota(&mut problems, "SOKO_RATE_LIMIT_UPLOAD", "5/min"),
+            transaction: quota(&mut problems, "SOKO_RATE_LIMIT_TRANSACTION", "20/min"),
+            admin: quota(&mut problems, "SOKO_RATE_LIMIT_ADMIN", "300/min"),
+            api_key: quota(&mut problems, "SOKO_RATE_LIMIT_API_KEY", "1000/min"),
+            shadow,
+            redis_url: redis_url.map(RedactedUrl),
+            redis_timeout: Duration::from_millis(redis_timeout_ms.clamp(1, 10_000)),
+            key_prefix: var("SOKO_REDIS_KEY_PREFIX").unwrap_or_else(|| "soko".into()),
+        };
+        let trusted_proxies = var("SOKO_TRUSTED_PROXIES")
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .filter_map(|c| {
+                        c.parse()
+                            .map_err(|e| problems.push(format!("SOKO_TRUSTED_PROXIES: {e}")))
+                            .ok()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let timeout_ms: u64 = parse_or(
+            &mut problems,
+            "SOKO_REQUEST_TIMEOUT_MS",
+            var("SOKO_REQUEST_TIMEOUT_MS"),
+            30_000,
+        );
+        if !(10..=600_000).contains(&timeout_ms) {
+            problems.push(format!(
+                "SOKO_REQUEST_TIMEOUT_MS: {timeout_ms} is outside 10..=600000"
+            ));
+        }
+        let limits = Limits {
+            trusted_proxies,
+            request_timeout: Duration::from_millis(timeout_ms),
+            max_concurrent_requests: parse_or(
+                &mut problems,
+                "SOKO_MAX_CONCURRENT_REQUESTS",
+                var("SOKO_MAX_CONCURRENT_REQUESTS"),
+                1024,
+            ),
+            max_concurrent_streams: parse_or(
+                &mut problems,
+                "SOKO_MAX_CONCURRENT_STREAMS",
+                var("SOKO_MAX_CONCURRENT_STREAMS"),
+                256,
+            ),
+            max_upload_bytes: parse_or(
+                &mut problems,
+                "SOKO_MAX_UPLOAD_BYTES",
+                var("SOKO_MAX_UPLOAD_BYTES"),
+                10 * 1024 * 1024,
+            ),
+        };
+        if limits.max_concurrent_requests == 0 {
+            problems.push("SOKO_MAX_CONCURRENT_REQUESTS: must be at least 1".into());
+        }
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -411,6 +634,8 @@ impl Config {
             embedding_dim,
             migrate_on_start,
             auth,
+            rate_limits,
+            limits,
         })
     }
 }
@@ -502,6 +727,35 @@ mod tests {
         for key in keys {
             assert!(err.to_string().contains(key), "{key} missing from {err}");
         }
+    }
+
+    #[test]
+    fn quotas_parse_with_optional_burst() {
+        let q: Quota = "10/min".parse().unwrap();
+        assert_eq!(
+            (q.limit, q.period, q.burst),
+            (10, Duration::from_secs(60), 10)
+        );
+        let q: Quota = "5/sec,burst=2".parse().unwrap();
+        assert_eq!((q.limit, q.period, q.burst), (5, Duration::from_secs(1), 2));
+        for bad in [
+            "",
+            "10",
+            "0/min",
+            "10/fortnight",
+            "10/min,burst=0",
+            "10/min,x=1",
+        ] {
+            assert!(bad.parse::<Quota>().is_err(), "{bad}");
+        }
+        let c = config(&[
+            ("SOKO_RATE_LIMIT_AUTH", "3/min"),
+            ("SOKO_RATE_LIMIT_SHADOW", "search"),
+        ])
+        .unwrap();
+        assert_eq!(c.rate_limits.auth.limit, 3);
+        assert_eq!(c.rate_limits.global.limit, 100);
+        assert_eq!(c.rate_limits.shadow, vec![RateClass::Search]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod middleware;
 pub mod ops;
 pub mod policy;
 pub mod proto;
+pub mod ratelimit;
 pub mod security;
 pub mod startup;
 pub mod store;

@@ -1,27 +1,33 @@
 //! The ops HTTP port: `/health` (liveness) and `/health/ready` (deep checks) for Kubernetes and
 //! load balancers. Kept off the gRPC port so probes never compete with traffic for its limits.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use serde_json::json;
 
 use crate::{
     api::health::HealthState, proto::grpc::health::v1::health_check_response::ServingStatus,
-    store::Db,
+    ratelimit::RateLimiter, store::Db,
 };
 
 #[derive(Clone)]
 struct Ops {
     health: HealthState,
     db: Db,
+    limiter: Arc<RateLimiter>,
 }
 
-pub fn router(health: HealthState, db: Db) -> Router {
+pub fn router(health: HealthState, db: Db, limiter: Arc<RateLimiter>) -> Router {
     Router::new()
         .route("/health", get(live))
         .route("/health/ready", get(ready))
-        .with_state(Ops { health, db })
+        .route("/metrics", get(metrics))
+        .with_state(Ops {
+            health,
+            db,
+            limiter,
+        })
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -56,6 +62,14 @@ async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
         tracing::warn!(error = %e, "readiness: database check failed");
         database["error"] = json!("unreachable");
     }
+    // A failing Redis degrades the limiter to local limits; the replica still serves correctly,
+    // so this is reported but does not make it unready.
+    let limiter = ops.limiter.health();
+    let rate_limiter = json!({
+        "ok": !limiter.degraded,
+        "backend": if limiter.degraded { "local (redis failing)" } else { limiter.configured.as_str() },
+        "degraded": limiter.degraded,
+    });
     let ok = serving && db_ok;
     let code = if ok {
         StatusCode::OK
@@ -65,7 +79,15 @@ async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
     let body = json!({
         "status": if ok { "ready" } else { "not ready" },
         "serving": serving,
-        "checks": { "database": database },
+        "checks": { "database": database, "rate_limiter": rate_limiter },
     });
     (code, Json(body))
+}
+
+/// Prometheus text exposition of this process's metrics.
+async fn metrics() -> impl IntoResponse {
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::telemetry::metrics().render(),
+    )
 }

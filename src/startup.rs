@@ -1,6 +1,6 @@
 //! Where the server is put together and run: storage, services, layers, listeners, shutdown.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use http::{HeaderName, Method};
@@ -24,7 +24,11 @@ use crate::{
     configuration::Config,
     domain::{accounts::Accounts, api_keys::ApiKeys, audit::Audit, catalog::Catalog},
     middleware::{
-        auth::{AuthLayer, Authenticator},
+        auth::{Authorize, Identify},
+        deadline::DeadlineLayer,
+        gate::GateLayer,
+        load_shed::LoadShed,
+        rate_limit::RateLimit,
         request_log::RequestLogLayer,
     },
     ops,
@@ -33,6 +37,7 @@ use crate::{
         catalog::catalog_service_server::CatalogServiceServer,
         grpc::health::v1::{health_check_response::ServingStatus, health_server::HealthServer},
     },
+    ratelimit::RateLimiter,
     security::{jwt::TokenKeys, password::PasswordHasher},
     store::{Db, PoolSettings},
 };
@@ -153,12 +158,21 @@ impl Application {
                 "JWT_SECRET is not set: using a random per-process secret (sessions end on restart)"
             );
         }
-        let authenticator_accounts = accounts.clone();
-        let authenticator = Authenticator {
+        let identify = Identify {
             accounts: accounts.clone(),
             api_keys: api_keys.clone(),
+            trusted_proxies: Arc::new(config.limits.trusted_proxies.clone()),
+        };
+        let limiter =
+            RateLimiter::new(&config.rate_limits).context("setting up the rate limiter")?;
+        let rate_limit = RateLimit {
+            limiter: limiter.clone(),
+            config: Arc::new(config.rate_limits.clone()),
+        };
+        let authorize = Authorize {
             audit: audit.clone(),
         };
+        crate::telemetry::metrics();
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -181,17 +195,26 @@ impl Application {
             .accept_http1(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .max_concurrent_streams(Some(config.limits.max_concurrent_streams))
             .layer(cors_layer(&config))
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(RequestLogLayer)
-            .layer(AuthLayer::new(authenticator))
+            .layer(DeadlineLayer {
+                default: config.limits.request_timeout,
+            })
+            .layer(GateLayer(LoadShed::new(
+                config.limits.max_concurrent_requests,
+            )))
+            .layer(GateLayer(identify))
+            .layer(GateLayer(rate_limit))
+            .layer(GateLayer(authorize))
             .add_service(HealthServer::new(HealthApi::new(health.clone())))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(catalog_service)
-            .add_service(AuthServiceServer::new(AuthApi::new(accounts)))
+            .add_service(AuthServiceServer::new(AuthApi::new(accounts.clone())))
             .add_service(AdminServiceServer::new(AdminApi::new(
-                Accounts::clone(&authenticator_accounts),
+                accounts.clone(),
                 api_keys,
                 audit,
             )))
@@ -201,10 +224,13 @@ impl Application {
         let mut grpc = tokio::spawn(grpc);
 
         let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
-        let ops = axum::serve(ops_listener, ops::router(health.clone(), db.clone()))
-            .with_graceful_shutdown(async {
-                let _ = ops_stopped.await;
-            });
+        let ops = axum::serve(
+            ops_listener,
+            ops::router(health.clone(), db.clone(), limiter),
+        )
+        .with_graceful_shutdown(async {
+            let _ = ops_stopped.await;
+        });
         let ops = tokio::spawn(async move { ops.await });
 
         // Search answers UNIMPLEMENTED until its issue lands, so it stays NOT_SERVING and a

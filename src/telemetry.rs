@@ -22,3 +22,18 @@ pub fn init(config: &Config) {
         LogFormat::Pretty => registry.with(fmt::layer().compact()).try_init(),
     };
 }
+
+/// The process-wide Prometheus recorder, installed on first use (tests start many servers in one
+/// process; metrics are per process either way).
+pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (an embedding application's); then ours only
+        // renders what it was given.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}

@@ -1,20 +1,20 @@
-//! Identifies the caller (bearer JWT, API key or anonymous) and authorizes the call from the
-//! method policy table, before any handler runs. A tower layer rather than a tonic interceptor
+//! Who is calling, and may they call this method? Two gates around the rate limiter:
+//! [`Identify`] names the caller (bearer JWT, API key or anonymous, plus the client IP) and
+//! [`Authorize`] applies the method policy table. Tower layers rather than tonic interceptors
 //! because API keys are checked against the database, and interceptors are synchronous.
 
-use std::{
-    future::Future,
-    net::SocketAddr,
-    pin::Pin,
-    task::{Context, Poll},
-};
+use std::{net::SocketAddr, sync::Arc};
 
 use http::HeaderMap;
 use tonic::{Status, transport::server::TcpConnectInfo};
-use tower::{Layer, Service};
 
-use super::request_log::RequestId;
+use super::{
+    client_ip::{Cidr, client_ip},
+    gate::{Admit, Gate, Refusal},
+    request_log::RequestId,
+};
 use crate::{
+    api::status::code_name,
     domain::{
         Error,
         accounts::Accounts,
@@ -27,39 +27,12 @@ use crate::{
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 
-/// Everything the layer needs to identify callers.
+/// Names the caller and attaches a [`RequestContext`] to the request.
 #[derive(Clone)]
-pub struct Authenticator {
+pub struct Identify {
     pub accounts: Accounts,
     pub api_keys: ApiKeys,
-    pub audit: Audit,
-}
-
-#[derive(Clone)]
-pub struct AuthLayer {
-    auth: Authenticator,
-}
-
-impl AuthLayer {
-    pub fn new(auth: Authenticator) -> Self {
-        Self { auth }
-    }
-}
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = Auth<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Auth {
-            inner,
-            auth: self.auth.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Auth<S> {
-    inner: S,
-    auth: Authenticator,
+    pub trusted_proxies: Arc<Vec<Cidr>>,
 }
 
 enum Credentials<'a> {
@@ -90,8 +63,8 @@ fn credentials(headers: &HeaderMap) -> Credentials<'_> {
     }
 }
 
-impl Authenticator {
-    async fn identify(&self, headers: &HeaderMap) -> Result<Principal, Error> {
+impl Identify {
+    async fn principal(&self, headers: &HeaderMap) -> Result<Principal, Error> {
         match credentials(headers) {
             Credentials::None => Ok(Principal::Anonymous),
             Credentials::Bearer(token) => self.accounts.authenticate_access_token(token),
@@ -101,6 +74,48 @@ impl Authenticator {
             )),
         }
     }
+}
+
+impl Gate for Identify {
+    async fn check<B: Send>(&self, request: &mut http::Request<B>) -> Result<Admit, Refusal> {
+        if policy::is_exempt(request.uri().path()) {
+            return Ok(Admit::default());
+        }
+        let peer = request
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr);
+        let client_ip = client_ip(
+            peer.as_ref().map(SocketAddr::ip),
+            request.headers(),
+            &self.trusted_proxies,
+        )
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        // Invalid credentials are refused even on public methods: a client sending a bad token
+        // has a bug it should hear about, not silently become anonymous.
+        let principal = self
+            .principal(request.headers())
+            .await
+            .map_err(Status::from)?;
+        request.extensions_mut().insert(RequestContext {
+            principal,
+            client_ip,
+            request_id,
+        });
+        Ok(Admit::default())
+    }
+}
+
+/// Applies the method policy to the identified caller. Refusals of admin methods are audited.
+#[derive(Clone)]
+pub struct Authorize {
+    pub audit: Audit,
 }
 
 fn authorize(access: Access, principal: &Principal) -> Result<(), Error> {
@@ -117,85 +132,31 @@ fn authorize(access: Access, principal: &Principal) -> Result<(), Error> {
     }
 }
 
-impl<S, B> Service<http::Request<B>> for Auth<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        // The clone that was polled ready is the one that must serve this call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let auth = self.auth.clone();
-        Box::pin(async move {
-            let path = request.uri().path().to_owned();
-            if policy::is_exempt(&path) {
-                return inner.call(request).await;
+impl Gate for Authorize {
+    async fn check<B: Send>(&self, request: &mut http::Request<B>) -> Result<Admit, Refusal> {
+        let path = request.uri().path();
+        let (Some(policy), Some(ctx)) = (
+            policy::policy(path),
+            request.extensions().get::<RequestContext>(),
+        ) else {
+            return Ok(Admit::default());
+        };
+        if let Err(e) = authorize(policy.access, &ctx.principal) {
+            let status = Status::from(e);
+            if path.starts_with("/soko.admin.v1.AdminService/") {
+                let action = path.trim_start_matches('/').replace('/', ".");
+                self.audit
+                    .record(
+                        ctx,
+                        &action,
+                        "",
+                        code_name(status.code()),
+                        "refused by policy",
+                    )
+                    .await;
             }
-            let client_ip = request
-                .extensions()
-                .get::<TcpConnectInfo>()
-                .and_then(TcpConnectInfo::remote_addr)
-                .as_ref()
-                .map(SocketAddr::ip)
-                .map(|ip| ip.to_string())
-                .unwrap_or_default();
-            let request_id = request
-                .extensions()
-                .get::<RequestId>()
-                .map(|r| r.0.clone())
-                .unwrap_or_default();
-            let outcome = match auth.identify(request.headers()).await {
-                Ok(principal) => {
-                    match policy::policy(&path).map(|p| authorize(p.access, &principal)) {
-                        Some(Err(e)) => Err((e, principal)),
-                        _ => Ok(principal),
-                    }
-                }
-                Err(e) => Err((e, Principal::Anonymous)),
-            };
-            let principal = match outcome {
-                Ok(principal) => principal,
-                Err((e, principal)) => {
-                    let status = Status::from(e);
-                    if path.starts_with("/soko.admin.v1.AdminService/") {
-                        let ctx = RequestContext {
-                            principal,
-                            client_ip,
-                            request_id,
-                        };
-                        let action = path.trim_start_matches('/').replace('/', ".");
-                        auth.audit
-                            .record(
-                                &ctx,
-                                &action,
-                                "",
-                                &format!("{:?}", status.code()),
-                                "refused",
-                            )
-                            .await;
-                    }
-                    return Ok(status.into_http());
-                }
-            };
-            request.extensions_mut().insert(RequestContext {
-                principal,
-                client_ip,
-                request_id,
-            });
-            inner.call(request).await
-        })
+            return Err(status.into());
+        }
+        Ok(Admit::default())
     }
 }

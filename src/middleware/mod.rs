@@ -1,4 +1,10 @@
-//! Tower layers in front of the gRPC services.
+//! Tower layers in front of the gRPC services, outermost first: CORS, grpc-web, request id and
+//! log line, deadline, load shedding, identify, rate limit, authorize.
 
 pub mod auth;
+pub mod client_ip;
+pub mod deadline;
+pub mod gate;
+pub mod load_shed;
+pub mod rate_limit;
 pub mod request_log;

@@ -306,6 +306,14 @@ pub fn test_config(database_url: &str, overrides: &[(&str, &str)]) -> Config {
         ("DATABASE_URL".into(), database_url.into()),
         ("SOKO_EMBEDDING_DIM".into(), "8".into()),
         ("JWT_SECRET".into(), TEST_JWT_SECRET.into()),
+        // Tests of other features make many calls quickly; the rate-limit tests set real quotas.
+        ("SOKO_RATE_LIMIT_GLOBAL".into(), "1000000/min".into()),
+        ("SOKO_RATE_LIMIT_AUTH".into(), "1000000/min".into()),
+        ("SOKO_RATE_LIMIT_SEARCH".into(), "1000000/min".into()),
+        ("SOKO_RATE_LIMIT_UPLOAD".into(), "1000000/min".into()),
+        ("SOKO_RATE_LIMIT_TRANSACTION".into(), "1000000/min".into()),
+        ("SOKO_RATE_LIMIT_ADMIN".into(), "1000000/min".into()),
+        ("SOKO_RATE_LIMIT_API_KEY".into(), "1000000/min".into()),
         (
             "RUST_LOG".into(),
             std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()),
