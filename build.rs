@@ -31,14 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = compile(PROTOS)?;
     let all: Vec<&str> = PROTOS.iter().chain(REFLECTION_ONLY).copied().collect();
     let out = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(
-        out.join("soko_descriptor.bin"),
-        compile(&all)?.encode_to_vec(),
-    )?;
+    fs::write(out.join("soko_descriptor.bin"), compile(&all)?.encode_to_vec())?;
 
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
     Ok(())
 }

@@ -51,9 +51,7 @@ impl DatabaseUrl {
     fn sqlite_path(path: &str) -> Result<Self, String> {
         if path.is_empty() || path == ":memory:" {
             // Each pooled connection would get its own empty in-memory database.
-            return Err(
-                "SQLite needs a file path (:memory: is not shared between connections)".into(),
-            );
+            return Err("SQLite needs a file path (:memory: is not shared between connections)".into());
         }
         Ok(Self::Sqlite(PathBuf::from(path)))
     }
@@ -145,16 +143,8 @@ impl std::str::FromStr for Quota {
     fn from_str(raw: &str) -> Result<Self, String> {
         let bad = || format!("`{raw}` is not a quota like 100/min or 10/min,burst=5");
         let mut parts = raw.split(',');
-        let (limit, unit) = parts
-            .next()
-            .and_then(|r| r.trim().split_once('/'))
-            .ok_or_else(bad)?;
-        let limit: u32 = limit
-            .trim()
-            .parse()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(bad)?;
+        let (limit, unit) = parts.next().and_then(|r| r.trim().split_once('/')).ok_or_else(bad)?;
+        let limit: u32 = limit.trim().parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
         let period = match unit.trim() {
             "s" | "sec" | "second" => Duration::from_secs(1),
             "m" | "min" | "minute" => Duration::from_secs(60),
@@ -164,17 +154,11 @@ impl std::str::FromStr for Quota {
         let mut burst = limit;
         for option in parts {
             match option.trim().split_once('=') {
-                Some(("burst", n)) => {
-                    burst = n.trim().parse().ok().filter(|n| *n > 0).ok_or_else(bad)?
-                }
+                Some(("burst", n)) => burst = n.trim().parse().ok().filter(|n| *n > 0).ok_or_else(bad)?,
                 _ => return Err(bad()),
             }
         }
-        Ok(Self {
-            limit,
-            period,
-            burst,
-        })
+        Ok(Self { limit, period, burst })
     }
 }
 
@@ -240,15 +224,8 @@ pub struct Limits {
 }
 
 /// Secrets that ship in examples and tutorials: never acceptable in production.
-const KNOWN_WEAK_SECRETS: &[&str] = &[
-    "secret",
-    "changeme",
-    "change-me",
-    "your-secret-key",
-    "jwt-secret",
-    "supersecret",
-    "password",
-];
+const KNOWN_WEAK_SECRETS: &[&str] =
+    &["secret", "changeme", "change-me", "your-secret-key", "jwt-secret", "supersecret", "password"];
 
 fn weak_secret(secret: &[u8]) -> Option<&'static str> {
     let text = String::from_utf8_lossy(secret).to_lowercase();
@@ -256,12 +233,7 @@ fn weak_secret(secret: &[u8]) -> Option<&'static str> {
         Some("must be at least 32 bytes")
     } else if KNOWN_WEAK_SECRETS.iter().any(|w| text.contains(w)) {
         Some("contains a well-known example secret")
-    } else if secret
-        .iter()
-        .collect::<std::collections::HashSet<_>>()
-        .len()
-        < 8
-    {
+    } else if secret.iter().collect::<std::collections::HashSet<_>>().len() < 8 {
         Some("has too few distinct characters to be random")
     } else {
         None
@@ -306,31 +278,17 @@ impl Config {
         let mut problems = Vec::new();
         let var = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
 
-        let grpc_addr = parse_or(
-            &mut problems,
-            "SOKO_GRPC_ADDR",
-            var("SOKO_GRPC_ADDR"),
-            SocketAddr::from(([0, 0, 0, 0], 50051)),
-        );
-        let ops_addr = parse_or(
-            &mut problems,
-            "SOKO_OPS_ADDR",
-            var("SOKO_OPS_ADDR"),
-            SocketAddr::from(([0, 0, 0, 0], 9090)),
-        );
+        let grpc_addr =
+            parse_or(&mut problems, "SOKO_GRPC_ADDR", var("SOKO_GRPC_ADDR"), SocketAddr::from(([0, 0, 0, 0], 50051)));
+        let ops_addr =
+            parse_or(&mut problems, "SOKO_OPS_ADDR", var("SOKO_OPS_ADDR"), SocketAddr::from(([0, 0, 0, 0], 9090)));
         let data_dir = PathBuf::from(var("SOKO_DATA_DIR").unwrap_or_else(|| "./soko-data".into()));
 
-        let env = match var("SOKO_ENV")
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        let env = match var("SOKO_ENV").as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("development") | Some("dev") => Environment::Development,
             Some("production") | Some("prod") => Environment::Production,
             Some(other) => {
-                problems.push(format!(
-                    "SOKO_ENV: `{other}` is not one of development, production"
-                ));
+                problems.push(format!("SOKO_ENV: `{other}` is not one of development, production"));
                 Environment::Development
             }
         };
@@ -343,19 +301,13 @@ impl Config {
             }),
         };
 
-        let cors_origins = var("SOKO_CORS_ORIGINS")
-            .map(|raw| parse_origins(&raw, &mut problems))
-            .unwrap_or_default();
+        let cors_origins = var("SOKO_CORS_ORIGINS").map(|raw| parse_origins(&raw, &mut problems)).unwrap_or_default();
 
         let log_filter = var("RUST_LOG").unwrap_or_else(|| "info".into());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_filter) {
             problems.push(format!("RUST_LOG: {e}"));
         }
-        let log_format = match var("SOKO_LOG_FORMAT")
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        let log_format = match var("SOKO_LOG_FORMAT").as_deref().map(str::to_ascii_lowercase).as_deref() {
             None => match env {
                 Environment::Production => LogFormat::Json,
                 Environment::Development => LogFormat::Pretty,
@@ -363,82 +315,41 @@ impl Config {
             Some("json") => LogFormat::Json,
             Some("pretty") => LogFormat::Pretty,
             Some(other) => {
-                problems.push(format!(
-                    "SOKO_LOG_FORMAT: `{other}` is not one of json, pretty"
-                ));
+                problems.push(format!("SOKO_LOG_FORMAT: `{other}` is not one of json, pretty"));
                 LogFormat::Pretty
             }
         };
 
-        let db_pool_size: u32 = parse_or(
-            &mut problems,
-            "SOKO_DB_POOL_SIZE",
-            var("SOKO_DB_POOL_SIZE"),
-            10,
-        );
+        let db_pool_size: u32 = parse_or(&mut problems, "SOKO_DB_POOL_SIZE", var("SOKO_DB_POOL_SIZE"), 10);
         if !(1..=1000).contains(&db_pool_size) {
-            problems.push(format!(
-                "SOKO_DB_POOL_SIZE: {db_pool_size} is outside 1..=1000"
-            ));
+            problems.push(format!("SOKO_DB_POOL_SIZE: {db_pool_size} is outside 1..=1000"));
         }
-        let checkout_ms: u64 = parse_or(
-            &mut problems,
-            "SOKO_DB_CHECKOUT_TIMEOUT_MS",
-            var("SOKO_DB_CHECKOUT_TIMEOUT_MS"),
-            250,
-        );
+        let checkout_ms: u64 =
+            parse_or(&mut problems, "SOKO_DB_CHECKOUT_TIMEOUT_MS", var("SOKO_DB_CHECKOUT_TIMEOUT_MS"), 250);
         if !(1..=60_000).contains(&checkout_ms) {
-            problems.push(format!(
-                "SOKO_DB_CHECKOUT_TIMEOUT_MS: {checkout_ms} is outside 1..=60000"
-            ));
+            problems.push(format!("SOKO_DB_CHECKOUT_TIMEOUT_MS: {checkout_ms} is outside 1..=60000"));
         }
-        let shutdown_secs: u64 = parse_or(
-            &mut problems,
-            "SOKO_SHUTDOWN_TIMEOUT_SECS",
-            var("SOKO_SHUTDOWN_TIMEOUT_SECS"),
-            10,
-        );
+        let shutdown_secs: u64 =
+            parse_or(&mut problems, "SOKO_SHUTDOWN_TIMEOUT_SECS", var("SOKO_SHUTDOWN_TIMEOUT_SECS"), 10);
         if !(1..=600).contains(&shutdown_secs) {
-            problems.push(format!(
-                "SOKO_SHUTDOWN_TIMEOUT_SECS: {shutdown_secs} is outside 1..=600"
-            ));
+            problems.push(format!("SOKO_SHUTDOWN_TIMEOUT_SECS: {shutdown_secs} is outside 1..=600"));
         }
-        let max_message_bytes: usize = parse_or(
-            &mut problems,
-            "SOKO_MAX_MESSAGE_BYTES",
-            var("SOKO_MAX_MESSAGE_BYTES"),
-            4 * 1024 * 1024,
-        );
+        let max_message_bytes: usize =
+            parse_or(&mut problems, "SOKO_MAX_MESSAGE_BYTES", var("SOKO_MAX_MESSAGE_BYTES"), 4 * 1024 * 1024);
         if !(1024..=64 * 1024 * 1024).contains(&max_message_bytes) {
-            problems.push(format!(
-                "SOKO_MAX_MESSAGE_BYTES: {max_message_bytes} is outside 1024..=67108864"
-            ));
+            problems.push(format!("SOKO_MAX_MESSAGE_BYTES: {max_message_bytes} is outside 1024..=67108864"));
         }
-        let embedding_dim: usize = parse_or(
-            &mut problems,
-            "SOKO_EMBEDDING_DIM",
-            var("SOKO_EMBEDDING_DIM"),
-            768,
-        );
+        let embedding_dim: usize = parse_or(&mut problems, "SOKO_EMBEDDING_DIM", var("SOKO_EMBEDDING_DIM"), 768);
         if !(2..=4096).contains(&embedding_dim) {
-            problems.push(format!(
-                "SOKO_EMBEDDING_DIM: {embedding_dim} is outside 2..=4096"
-            ));
+            problems.push(format!("SOKO_EMBEDDING_DIM: {embedding_dim} is outside 2..=4096"));
         }
-        let migrate_on_start = parse_or(
-            &mut problems,
-            "SOKO_MIGRATE_ON_START",
-            var("SOKO_MIGRATE_ON_START"),
-            true,
-        );
+        let migrate_on_start = parse_or(&mut problems, "SOKO_MIGRATE_ON_START", var("SOKO_MIGRATE_ON_START"), true);
 
         let (jwt_secret, jwt_secret_generated) = match var("JWT_SECRET") {
             Some(raw) => {
                 if let Some(why) = weak_secret(raw.as_bytes()) {
                     if env == Environment::Production {
-                        problems.push(format!(
-                            "JWT_SECRET: {why}; production refuses weak secrets"
-                        ));
+                        problems.push(format!("JWT_SECRET: {why}; production refuses weak secrets"));
                     } else {
                         tracing::warn!("JWT_SECRET {why}; production would refuse it");
                     }
@@ -446,9 +357,7 @@ impl Config {
                 (Secret::new(raw.into_bytes()), false)
             }
             None if env == Environment::Production => {
-                problems.push(
-                    "JWT_SECRET: is required in production (at least 32 random bytes)".into(),
-                );
+                problems.push("JWT_SECRET: is required in production (at least 32 random bytes)".into());
                 (Secret::new(Vec::new()), false)
             }
             None => {
@@ -458,41 +367,21 @@ impl Config {
                 (Secret::new(bytes), true)
             }
         };
-        let access_secs: u64 = parse_or(
-            &mut problems,
-            "SOKO_ACCESS_TOKEN_TTL_SECS",
-            var("SOKO_ACCESS_TOKEN_TTL_SECS"),
-            900,
-        );
+        let access_secs: u64 =
+            parse_or(&mut problems, "SOKO_ACCESS_TOKEN_TTL_SECS", var("SOKO_ACCESS_TOKEN_TTL_SECS"), 900);
         if !(60..=86_400).contains(&access_secs) {
-            problems.push(format!(
-                "SOKO_ACCESS_TOKEN_TTL_SECS: {access_secs} is outside 60..=86400"
-            ));
+            problems.push(format!("SOKO_ACCESS_TOKEN_TTL_SECS: {access_secs} is outside 60..=86400"));
         }
-        let refresh_secs: u64 = parse_or(
-            &mut problems,
-            "SOKO_REFRESH_TOKEN_TTL_SECS",
-            var("SOKO_REFRESH_TOKEN_TTL_SECS"),
-            30 * 24 * 3600,
-        );
+        let refresh_secs: u64 =
+            parse_or(&mut problems, "SOKO_REFRESH_TOKEN_TTL_SECS", var("SOKO_REFRESH_TOKEN_TTL_SECS"), 30 * 24 * 3600);
         if !(3600..=90 * 24 * 3600).contains(&refresh_secs) {
-            problems.push(format!(
-                "SOKO_REFRESH_TOKEN_TTL_SECS: {refresh_secs} is outside 3600..=7776000"
-            ));
+            problems.push(format!("SOKO_REFRESH_TOKEN_TTL_SECS: {refresh_secs} is outside 3600..=7776000"));
         }
-        let cores = std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(2);
-        let password_hash_concurrency: usize = parse_or(
-            &mut problems,
-            "SOKO_PASSWORD_HASH_CONCURRENCY",
-            var("SOKO_PASSWORD_HASH_CONCURRENCY"),
-            cores,
-        );
+        let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
+        let password_hash_concurrency: usize =
+            parse_or(&mut problems, "SOKO_PASSWORD_HASH_CONCURRENCY", var("SOKO_PASSWORD_HASH_CONCURRENCY"), cores);
         if !(1..=64).contains(&password_hash_concurrency) {
-            problems.push(format!(
-                "SOKO_PASSWORD_HASH_CONCURRENCY: {password_hash_concurrency} is outside 1..=64"
-            ));
+            problems.push(format!("SOKO_PASSWORD_HASH_CONCURRENCY: {password_hash_concurrency} is outside 1..=64"));
         }
         let auth = AuthConfig {
             jwt_secret,
@@ -506,12 +395,7 @@ impl Config {
         };
 
         let quota = |problems: &mut Vec<String>, key: &str, default: &str| -> Quota {
-            parse_or(
-                problems,
-                key,
-                var(key),
-                default.parse().expect("valid default quota"),
-            )
+            parse_or(problems, key, var(key), default.parse().expect("valid default quota"))
         };
         let shadow = var("SOKO_RATE_LIMIT_SHADOW")
             .map(|raw| {
@@ -526,8 +410,7 @@ impl Config {
                         "transaction" => Some(RateClass::Transaction),
                         "admin" => Some(RateClass::Admin),
                         other => {
-                            problems
-                                .push(format!("SOKO_RATE_LIMIT_SHADOW: unknown class `{other}`"));
+                            problems.push(format!("SOKO_RATE_LIMIT_SHADOW: unknown class `{other}`"));
                             None
                         }
                     })
@@ -540,19 +423,9 @@ impl Config {
         {
             problems.push("REDIS_URL: must start with redis:// or rediss://".into());
         }
-        let redis_timeout_ms: u64 = parse_or(
-            &mut problems,
-            "SOKO_REDIS_TIMEOUT_MS",
-            var("SOKO_REDIS_TIMEOUT_MS"),
-            50,
-        );
+        let redis_timeout_ms: u64 = parse_or(&mut problems, "SOKO_REDIS_TIMEOUT_MS", var("SOKO_REDIS_TIMEOUT_MS"), 50);
         let rate_limits = RateLimitConfig {
-            enabled: parse_or(
-                &mut problems,
-                "SOKO_RATE_LIMIT_ENABLED",
-                var("SOKO_RATE_LIMIT_ENABLED"),
-                true,
-            ),
+            enabled: parse_or(&mut problems, "SOKO_RATE_LIMIT_ENABLED", var("SOKO_RATE_LIMIT_ENABLED"), true),
             global: quota(&mut problems, "SOKO_RATE_LIMIT_GLOBAL", "100/min"),
             auth: quota(&mut problems, "SOKO_RATE_LIMIT_AUTH", "10/min"),
             search: quota(&mut problems, "SOKO_RATE_LIMIT_SEARCH", "100/min"),
@@ -570,24 +443,14 @@ impl Config {
                 raw.split(',')
                     .map(str::trim)
                     .filter(|c| !c.is_empty())
-                    .filter_map(|c| {
-                        c.parse()
-                            .map_err(|e| problems.push(format!("SOKO_TRUSTED_PROXIES: {e}")))
-                            .ok()
-                    })
+                    .filter_map(|c| c.parse().map_err(|e| problems.push(format!("SOKO_TRUSTED_PROXIES: {e}"))).ok())
                     .collect()
             })
             .unwrap_or_default();
-        let timeout_ms: u64 = parse_or(
-            &mut problems,
-            "SOKO_REQUEST_TIMEOUT_MS",
-            var("SOKO_REQUEST_TIMEOUT_MS"),
-            30_000,
-        );
+        let timeout_ms: u64 =
+            parse_or(&mut problems, "SOKO_REQUEST_TIMEOUT_MS", var("SOKO_REQUEST_TIMEOUT_MS"), 30_000);
         if !(10..=600_000).contains(&timeout_ms) {
-            problems.push(format!(
-                "SOKO_REQUEST_TIMEOUT_MS: {timeout_ms} is outside 10..=600000"
-            ));
+            problems.push(format!("SOKO_REQUEST_TIMEOUT_MS: {timeout_ms} is outside 10..=600000"));
         }
         let limits = Limits {
             trusted_proxies,
@@ -683,10 +546,7 @@ mod tests {
     use super::*;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|key| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
     }
 
@@ -695,10 +555,7 @@ mod tests {
         let c = config(&[]).unwrap();
         assert_eq!(c.grpc_addr.to_string(), "0.0.0.0:50051");
         assert_eq!(c.ops_addr.to_string(), "0.0.0.0:9090");
-        assert_eq!(
-            c.database,
-            DatabaseUrl::Sqlite(PathBuf::from("./soko-data/soko.db"))
-        );
+        assert_eq!(c.database, DatabaseUrl::Sqlite(PathBuf::from("./soko-data/soko.db")));
         assert_eq!(c.env, Environment::Development);
         assert_eq!(c.log_format, LogFormat::Pretty);
         assert_eq!(c.db_checkout_timeout, Duration::from_millis(250));
@@ -715,14 +572,8 @@ mod tests {
             ("SOKO_DB_POOL_SIZE", "0"),
         ])
         .unwrap_err();
-        let keys = [
-            "SOKO_GRPC_ADDR",
-            "SOKO_ENV",
-            "DATABASE_URL",
-            "SOKO_CORS_ORIGINS",
-            "SOKO_LOG_FORMAT",
-            "SOKO_DB_POOL_SIZE",
-        ];
+        let keys =
+            ["SOKO_GRPC_ADDR", "SOKO_ENV", "DATABASE_URL", "SOKO_CORS_ORIGINS", "SOKO_LOG_FORMAT", "SOKO_DB_POOL_SIZE"];
         assert_eq!(err.0.len(), keys.len(), "{err}");
         for key in keys {
             assert!(err.to_string().contains(key), "{key} missing from {err}");
@@ -732,27 +583,13 @@ mod tests {
     #[test]
     fn quotas_parse_with_optional_burst() {
         let q: Quota = "10/min".parse().unwrap();
-        assert_eq!(
-            (q.limit, q.period, q.burst),
-            (10, Duration::from_secs(60), 10)
-        );
+        assert_eq!((q.limit, q.period, q.burst), (10, Duration::from_secs(60), 10));
         let q: Quota = "5/sec,burst=2".parse().unwrap();
         assert_eq!((q.limit, q.period, q.burst), (5, Duration::from_secs(1), 2));
-        for bad in [
-            "",
-            "10",
-            "0/min",
-            "10/fortnight",
-            "10/min,burst=0",
-            "10/min,x=1",
-        ] {
+        for bad in ["", "10", "0/min", "10/fortnight", "10/min,burst=0", "10/min,x=1"] {
             assert!(bad.parse::<Quota>().is_err(), "{bad}");
         }
-        let c = config(&[
-            ("SOKO_RATE_LIMIT_AUTH", "3/min"),
-            ("SOKO_RATE_LIMIT_SHADOW", "search"),
-        ])
-        .unwrap();
+        let c = config(&[("SOKO_RATE_LIMIT_AUTH", "3/min"), ("SOKO_RATE_LIMIT_SHADOW", "search")]).unwrap();
         assert_eq!(c.rate_limits.auth.limit, 3);
         assert_eq!(c.rate_limits.global.limit, 100);
         assert_eq!(c.rate_limits.shadow, vec![RateClass::Search]);
@@ -763,10 +600,7 @@ mod tests {
         let c = config(&[("DATABASE_URL", "postgres://soko:hunter2@db:5432/soko")]).unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(
-            shown.contains("postgres://soko:***@db:5432/soko"),
-            "{shown}"
-        );
+        assert!(shown.contains("postgres://soko:***@db:5432/soko"), "{shown}");
     }
 
     const STRONG: &str = "k3J9xQ2mV8pL4wR7tY1uE6oI5aS0dF3gH";
@@ -779,12 +613,7 @@ mod tests {
 
     #[test]
     fn production_refuses_a_missing_or_weak_jwt_secret() {
-        for bad in [
-            None,
-            Some("short"),
-            Some("changeme-changeme-changeme-changeme"),
-            Some(&"a".repeat(40)[..]),
-        ] {
+        for bad in [None, Some("short"), Some("changeme-changeme-changeme-changeme"), Some(&"a".repeat(40)[..])] {
             let mut vars = vec![("SOKO_ENV", "production")];
             if let Some(secret) = bad {
                 vars.push(("JWT_SECRET", secret));
@@ -793,10 +622,7 @@ mod tests {
             assert!(err.to_string().contains("JWT_SECRET"), "{bad:?}: {err}");
         }
         let ok = config(&[("SOKO_ENV", "production"), ("JWT_SECRET", STRONG)]).unwrap();
-        assert!(
-            !format!("{ok:?}").contains(STRONG),
-            "the secret is redacted"
-        );
+        assert!(!format!("{ok:?}").contains(STRONG), "the secret is redacted");
         let dev = config(&[]).unwrap();
         assert!(dev.auth.jwt_secret_generated && dev.auth.jwt_secret.expose().len() == 32);
     }

@@ -11,12 +11,7 @@ use crate::domain::{
     product::{ProductInput, ProductStatus, StatusInput},
 };
 
-const SELLERS: &[&str] = &[
-    "Nairobi Kicks",
-    "Lagos Looms",
-    "Accra Woodworks",
-    "Kigali Gems",
-];
+const SELLERS: &[&str] = &["Nairobi Kicks", "Lagos Looms", "Accra Woodworks", "Kigali Gems"];
 
 /// (name, category, price in minor units, currency)
 const PRODUCTS: &[(&str, &str, i64, &str)] = &[
@@ -87,12 +82,7 @@ fn demo_embedding(seed: u64, dim: usize) -> Vec<f32> {
             (state % 2000) as f32 / 1000.0 - 1.0
         })
         .collect();
-    let norm = v
-        .iter()
-        .map(|x| x * x)
-        .sum::<f32>()
-        .sqrt()
-        .max(f32::EPSILON);
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
     v.iter_mut().for_each(|x| *x /= norm);
     v
 }

@@ -102,10 +102,7 @@ async fn create_user(config: Config, email: &str, role: Role) -> ExitCode {
             line.trim_end_matches(['\r', '\n']).to_owned()
         }
     };
-    let settings = PoolSettings {
-        max_size: 2,
-        checkout_timeout: std::time::Duration::from_secs(10),
-    };
+    let settings = PoolSettings { max_size: 2, checkout_timeout: std::time::Duration::from_secs(10) };
     let db = match Db::connect(&config.database, &settings) {
         Ok(db) => db,
         Err(e) => {
@@ -117,10 +114,7 @@ async fn create_user(config: Config, email: &str, role: Role) -> ExitCode {
         eprintln!("soko: migration failed: {e}");
         return ExitCode::FAILURE;
     }
-    match startup::accounts(&config, &db)
-        .create_user(email, &password, role)
-        .await
-    {
+    match startup::accounts(&config, &db).create_user(email, &password, role).await {
         Ok(user) => {
             println!("created {} {} ({})", user.role, user.email, user.id);
             ExitCode::SUCCESS
@@ -142,12 +136,7 @@ async fn serve(config: Config, demo: bool) -> ExitCode {
         }
     };
     if demo {
-        match demo::seed(
-            &Catalog::new(app.db().clone(), embedding_dim),
-            embedding_dim,
-        )
-        .await
-        {
+        match demo::seed(&Catalog::new(app.db().clone(), embedding_dim), embedding_dim).await {
             Ok(n) => tracing::info!(products = n, "demo data loaded"),
             Err(e) => {
                 tracing::error!(error = %e, "loading demo data failed");
@@ -155,10 +144,8 @@ async fn serve(config: Config, demo: bool) -> ExitCode {
             }
         }
     }
-    let (Ok(mut terminate), Ok(mut interrupt)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         tracing::error!("cannot install signal handlers");
         return ExitCode::FAILURE;
     };
@@ -191,18 +178,11 @@ async fn serve(config: Config, demo: bool) -> ExitCode {
 }
 
 async fn migrate(config: Config) -> ExitCode {
-    let settings = PoolSettings {
-        max_size: 1,
-        checkout_timeout: std::time::Duration::from_secs(10),
-    };
+    let settings = PoolSettings { max_size: 1, checkout_timeout: std::time::Duration::from_secs(10) };
     let result = async { Db::connect(&config.database, &settings)?.migrate().await }.await;
     match result {
         Ok(applied) => {
-            tracing::info!(
-                applied,
-                backend = config.database.backend(),
-                "migrations applied"
-            );
+            tracing::info!(applied, backend = config.database.backend(), "migrations applied");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -7,8 +7,8 @@ use axum::{Json, Router, extract::State, http::StatusCode, response::IntoRespons
 use serde_json::json;
 
 use crate::{
-    api::health::HealthState, proto::grpc::health::v1::health_check_response::ServingStatus,
-    ratelimit::RateLimiter, store::Db,
+    api::health::HealthState, proto::grpc::health::v1::health_check_response::ServingStatus, ratelimit::RateLimiter,
+    store::Db,
 };
 
 #[derive(Clone)]
@@ -23,20 +23,13 @@ pub fn router(health: HealthState, db: Db, limiter: Arc<RateLimiter>) -> Router 
         .route("/health", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(Ops {
-            health,
-            db,
-            limiter,
-        })
+        .with_state(Ops { health, db, limiter })
         .layer(axum::middleware::map_response(security_headers))
 }
 
 async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
     let headers = response.headers_mut();
-    headers.insert(
-        "x-content-type-options",
-        http::HeaderValue::from_static("nosniff"),
-    );
+    headers.insert("x-content-type-options", http::HeaderValue::from_static("nosniff"));
     headers.insert("cache-control", http::HeaderValue::from_static("no-store"));
     headers.insert("x-frame-options", http::HeaderValue::from_static("DENY"));
     response
@@ -56,8 +49,7 @@ async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
     let db = ops.db.ping().await;
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     let db_ok = db.is_ok();
-    let mut database =
-        json!({ "ok": db_ok, "backend": ops.db.backend(), "latency_ms": latency_ms });
+    let mut database = json!({ "ok": db_ok, "backend": ops.db.backend(), "latency_ms": latency_ms });
     if let Err(e) = db {
         tracing::warn!(error = %e, "readiness: database check failed");
         database["error"] = json!("unreachable");
@@ -71,11 +63,7 @@ async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
         "degraded": limiter.degraded,
     });
     let ok = serving && db_ok;
-    let code = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if ok { "ready" } else { "not ready" },
         "serving": serving,
@@ -86,8 +74,5 @@ async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
 
 /// Prometheus text exposition of this process's metrics.
 async fn metrics() -> impl IntoResponse {
-    (
-        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::telemetry::metrics().render(),
-    )
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::metrics().render())
 }

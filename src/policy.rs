@@ -43,146 +43,54 @@ const SELLER: Access = Access::Role(Role::Seller);
 const ADMIN: Access = Access::Role(Role::Admin);
 
 static POLICIES: &[(&str, MethodPolicy)] = &[
-    (
-        "/soko.catalog.v1.CatalogService/ListCategories",
-        p(Public, DefaultClass),
-    ),
-    (
-        "/soko.catalog.v1.CatalogService/CreateCategory",
-        p(ADMIN, AdminClass),
-    ),
-    (
-        "/soko.catalog.v1.CatalogService/CreateSeller",
-        p(SELLER, Transaction),
-    ),
-    (
-        "/soko.catalog.v1.CatalogService/GetSeller",
-        p(Public, DefaultClass),
-    ),
-    (
-        "/soko.catalog.v1.CatalogService/GetProduct",
-        p(Public, DefaultClass),
-    ),
-    (
-        "/soko.catalog.v1.CatalogService/BatchGetProducts",
-        p(Public, DefaultClass),
-    ),
-    (
-        "/soko.catalog.v1.CatalogService/ListProducts",
-        p(Public, DefaultClass),
-    ),
-    (
-        "/soko.catalog.v1.CatalogService/CreateProduct",
-        p(SELLER, Transaction),
-    ),
-    (
-        "/soko.catalog.v1.CatalogService/UpdateProduct",
-        p(SELLER, Transaction),
-    ),
-    (
-        "/soko.catalog.v1.CatalogService/DeleteProduct",
-        p(SELLER, Transaction),
-    ),
-    (
-        "/soko.search.v1.SearchService/SearchProducts",
-        p(Public, Search),
-    ),
-    (
-        "/soko.search.v1.SearchService/SearchByVector",
-        p(Public, Search),
-    ),
-    (
-        "/soko.search.v1.SearchService/SearchByImage",
-        p(Public, Upload),
-    ),
-    (
-        "/soko.search.v1.SearchService/SimilarProducts",
-        p(Public, Search),
-    ),
-    (
-        "/soko.search.v1.SearchService/HybridSearch",
-        p(Public, Search),
-    ),
+    ("/soko.catalog.v1.CatalogService/ListCategories", p(Public, DefaultClass)),
+    ("/soko.catalog.v1.CatalogService/CreateCategory", p(ADMIN, AdminClass)),
+    ("/soko.catalog.v1.CatalogService/CreateSeller", p(SELLER, Transaction)),
+    ("/soko.catalog.v1.CatalogService/GetSeller", p(Public, DefaultClass)),
+    ("/soko.catalog.v1.CatalogService/GetProduct", p(Public, DefaultClass)),
+    ("/soko.catalog.v1.CatalogService/BatchGetProducts", p(Public, DefaultClass)),
+    ("/soko.catalog.v1.CatalogService/ListProducts", p(Public, DefaultClass)),
+    ("/soko.catalog.v1.CatalogService/CreateProduct", p(SELLER, Transaction)),
+    ("/soko.catalog.v1.CatalogService/UpdateProduct", p(SELLER, Transaction)),
+    ("/soko.catalog.v1.CatalogService/DeleteProduct", p(SELLER, Transaction)),
+    ("/soko.search.v1.SearchService/SearchProducts", p(Public, Search)),
+    ("/soko.search.v1.SearchService/SearchByVector", p(Public, Search)),
+    ("/soko.search.v1.SearchService/SearchByImage", p(Public, Upload)),
+    ("/soko.search.v1.SearchService/SimilarProducts", p(Public, Search)),
+    ("/soko.search.v1.SearchService/HybridSearch", p(Public, Search)),
     ("/soko.auth.v1.AuthService/Register", p(Public, Auth)),
     ("/soko.auth.v1.AuthService/Login", p(Public, Auth)),
     ("/soko.auth.v1.AuthService/Refresh", p(Public, Auth)),
     ("/soko.auth.v1.AuthService/Logout", p(Public, Auth)),
-    (
-        "/soko.auth.v1.AuthService/Me",
-        p(Authenticated, DefaultClass),
-    ),
-    (
-        "/soko.auth.v1.AuthService/ChangePassword",
-        p(Authenticated, Auth),
-    ),
-    (
-        "/soko.admin.v1.AdminService/ListUsers",
-        p(ADMIN, AdminClass),
-    ),
-    (
-        "/soko.admin.v1.AdminService/SetUserRole",
-        p(ADMIN, AdminClass),
-    ),
-    (
-        "/soko.admin.v1.AdminService/CreateApiKey",
-        p(ADMIN, AdminClass),
-    ),
-    (
-        "/soko.admin.v1.AdminService/RevokeApiKey",
-        p(ADMIN, AdminClass),
-    ),
-    (
-        "/soko.admin.v1.AdminService/ListApiKeys",
-        p(ADMIN, AdminClass),
-    ),
-    (
-        "/soko.admin.v1.AdminService/ListAuditEvents",
-        p(ADMIN, AdminClass),
-    ),
-    (
-        "/soko.admin.v1.AdminService/SetReadOnlyMode",
-        p(ADMIN, AdminClass),
-    ),
-    (
-        "/soko.admin.v1.AdminService/GetReadOnlyMode",
-        p(ADMIN, AdminClass),
-    ),
+    ("/soko.auth.v1.AuthService/Me", p(Authenticated, DefaultClass)),
+    ("/soko.auth.v1.AuthService/ChangePassword", p(Authenticated, Auth)),
+    ("/soko.admin.v1.AdminService/ListUsers", p(ADMIN, AdminClass)),
+    ("/soko.admin.v1.AdminService/SetUserRole", p(ADMIN, AdminClass)),
+    ("/soko.admin.v1.AdminService/CreateApiKey", p(ADMIN, AdminClass)),
+    ("/soko.admin.v1.AdminService/RevokeApiKey", p(ADMIN, AdminClass)),
+    ("/soko.admin.v1.AdminService/ListApiKeys", p(ADMIN, AdminClass)),
+    ("/soko.admin.v1.AdminService/ListAuditEvents", p(ADMIN, AdminClass)),
+    ("/soko.admin.v1.AdminService/SetReadOnlyMode", p(ADMIN, AdminClass)),
+    ("/soko.admin.v1.AdminService/GetReadOnlyMode", p(ADMIN, AdminClass)),
     ("/soko.admin.v1.AdminService/Reindex", p(ADMIN, AdminClass)),
-    (
-        "/soko.admin.v1.AdminService/GetSyncStatus",
-        p(ADMIN, AdminClass),
-    ),
-    (
-        "/soko.admin.v1.AdminService/CreateBackup",
-        p(ADMIN, AdminClass),
-    ),
-    (
-        "/soko.admin.v1.AdminService/ListBackups",
-        p(ADMIN, AdminClass),
-    ),
+    ("/soko.admin.v1.AdminService/GetSyncStatus", p(ADMIN, AdminClass)),
+    ("/soko.admin.v1.AdminService/CreateBackup", p(ADMIN, AdminClass)),
+    ("/soko.admin.v1.AdminService/ListBackups", p(ADMIN, AdminClass)),
 ];
 
 /// Infrastructure every client and probe needs without credentials or limits.
-const EXEMPT_PREFIXES: &[&str] = &[
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1.ServerReflection/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
-];
+const EXEMPT_PREFIXES: &[&str] =
+    &["/grpc.health.v1.Health/", "/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/"];
 
 /// Health and reflection: no authentication, no rate limits.
 pub fn is_exempt(path: &str) -> bool {
-    EXEMPT_PREFIXES
-        .iter()
-        .any(|prefix| path.starts_with(prefix))
+    EXEMPT_PREFIXES.iter().any(|prefix| path.starts_with(prefix))
 }
 
 /// The policy of a Soko method; `None` for paths that are not Soko methods (the router answers
 /// those with UNIMPLEMENTED).
 pub fn policy(path: &str) -> Option<MethodPolicy> {
-    POLICIES
-        .iter()
-        .find(|(p, _)| *p == path)
-        .map(|(_, policy)| *policy)
+    POLICIES.iter().find(|(p, _)| *p == path).map(|(_, policy)| *policy)
 }
 
 #[cfg(test)]
@@ -193,8 +101,7 @@ mod tests {
 
     #[test]
     fn every_method_in_the_contract_has_a_policy() {
-        let fds =
-            prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET).unwrap();
+        let fds = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET).unwrap();
         let mut methods = 0;
         for file in fds.file.iter().filter(|f| f.package().starts_with("soko.")) {
             for service in &file.service {
@@ -205,19 +112,13 @@ mod tests {
                 }
             }
         }
-        assert_eq!(
-            methods,
-            POLICIES.len(),
-            "the table lists a method the contract doesn't have"
-        );
+        assert_eq!(methods, POLICIES.len(), "the table lists a method the contract doesn't have");
     }
 
     #[test]
     fn infrastructure_is_exempt() {
         assert!(is_exempt("/grpc.health.v1.Health/Check"));
-        assert!(is_exempt(
-            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
-        ));
+        assert!(is_exempt("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"));
         assert!(!is_exempt("/soko.catalog.v1.CatalogService/GetProduct"));
     }
 }

@@ -10,8 +10,7 @@ use tonic::{codec::CompressionEncoding, transport::Server};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::proto::soko::{
-    admin::v1::admin_service_server::AdminServiceServer,
-    auth::v1::auth_service_server::AuthServiceServer,
+    admin::v1::admin_service_server::AdminServiceServer, auth::v1::auth_service_server::AuthServiceServer,
 };
 use crate::{
     api::{
@@ -64,13 +63,7 @@ pub fn accounts(config: &Config, db: &Db) -> Accounts {
         &auth.jwt_audience,
         auth.access_token_ttl,
     );
-    Accounts::new(
-        db.clone(),
-        hasher,
-        tokens,
-        auth.refresh_token_ttl,
-        Audit::new(db.clone()),
-    )
+    Accounts::new(db.clone(), hasher, tokens, auth.refresh_token_ttl, Audit::new(db.clone()))
 }
 
 /// A server whose storage is ready and whose ports are bound, not yet serving.
@@ -87,18 +80,11 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = Db::connect(
             &config.database,
-            &PoolSettings {
-                max_size: config.db_pool_size,
-                checkout_timeout: config.db_checkout_timeout,
-            },
+            &PoolSettings { max_size: config.db_pool_size, checkout_timeout: config.db_checkout_timeout },
         )?;
         if config.migrate_on_start {
             let applied = db.migrate().await.context("applying database migrations")?;
-            tracing::info!(
-                backend = db.backend(),
-                applied,
-                "database migrations applied"
-            );
+            tracing::info!(backend = db.backend(), applied, "database migrations applied");
         }
         let grpc_listener = TcpListener::bind(config.grpc_addr)
             .await
@@ -106,24 +92,15 @@ impl Application {
         let ops_listener = TcpListener::bind(config.ops_addr)
             .await
             .with_context(|| format!("binding ops port {}", config.ops_addr))?;
-        Ok(Self {
-            config,
-            db,
-            grpc_listener,
-            ops_listener,
-        })
+        Ok(Self { config, db, grpc_listener, ops_listener })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc_listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.grpc_listener.local_addr().expect("a bound listener has an address")
     }
 
     pub fn ops_addr(&self) -> SocketAddr {
-        self.ops_listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.ops_listener.local_addr().expect("a bound listener has an address")
     }
 
     pub fn db(&self) -> &Db {
@@ -132,46 +109,26 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then drains: health goes NOT_SERVING at once, the
     /// listener stops accepting, in-flight calls get until the drain deadline to finish.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), RunError> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
         let (grpc_addr, ops_addr) = (self.grpc_addr(), self.ops_addr());
-        let Self {
-            config,
-            db,
-            grpc_listener,
-            ops_listener,
-        } = self;
-        let health = HealthState::new([
-            api::CATALOG_SERVICE,
-            api::SEARCH_SERVICE,
-            api::AUTH_SERVICE,
-            api::ADMIN_SERVICE,
-        ]);
+        let Self { config, db, grpc_listener, ops_listener } = self;
+        let health =
+            HealthState::new([api::CATALOG_SERVICE, api::SEARCH_SERVICE, api::AUTH_SERVICE, api::ADMIN_SERVICE]);
         let catalog = Catalog::new(db.clone(), config.embedding_dim);
         let audit = Audit::new(db.clone());
         let accounts = accounts(&config, &db);
         let api_keys = ApiKeys::new(db.clone());
         if config.auth.jwt_secret_generated {
-            tracing::warn!(
-                "JWT_SECRET is not set: using a random per-process secret (sessions end on restart)"
-            );
+            tracing::warn!("JWT_SECRET is not set: using a random per-process secret (sessions end on restart)");
         }
         let identify = Identify {
             accounts: accounts.clone(),
             api_keys: api_keys.clone(),
             trusted_proxies: Arc::new(config.limits.trusted_proxies.clone()),
         };
-        let limiter =
-            RateLimiter::new(&config.rate_limits).context("setting up the rate limiter")?;
-        let rate_limit = RateLimit {
-            limiter: limiter.clone(),
-            config: Arc::new(config.rate_limits.clone()),
-        };
-        let authorize = Authorize {
-            audit: audit.clone(),
-        };
+        let limiter = RateLimiter::new(&config.rate_limits).context("setting up the rate limiter")?;
+        let rate_limit = RateLimit { limiter: limiter.clone(), config: Arc::new(config.rate_limits.clone()) };
+        let authorize = Authorize { audit: audit.clone() };
         crate::telemetry::metrics();
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -199,12 +156,8 @@ impl Application {
             .layer(cors_layer(&config))
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(RequestLogLayer)
-            .layer(DeadlineLayer {
-                default: config.limits.request_timeout,
-            })
-            .layer(GateLayer(LoadShed::new(
-                config.limits.max_concurrent_requests,
-            )))
+            .layer(DeadlineLayer { default: config.limits.request_timeout })
+            .layer(GateLayer(LoadShed::new(config.limits.max_concurrent_requests)))
             .layer(GateLayer(identify))
             .layer(GateLayer(rate_limit))
             .layer(GateLayer(authorize))
@@ -213,24 +166,17 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(catalog_service)
             .add_service(AuthServiceServer::new(AuthApi::new(accounts.clone())))
-            .add_service(AdminServiceServer::new(AdminApi::new(
-                accounts.clone(),
-                api_keys,
-                audit,
-            )))
+            .add_service(AdminServiceServer::new(AdminApi::new(accounts.clone(), api_keys, audit)))
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async {
                 let _ = grpc_stopped.await;
             });
         let mut grpc = tokio::spawn(grpc);
 
         let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
-        let ops = axum::serve(
-            ops_listener,
-            ops::router(health.clone(), db.clone(), limiter),
-        )
-        .with_graceful_shutdown(async {
-            let _ = ops_stopped.await;
-        });
+        let ops =
+            axum::serve(ops_listener, ops::router(health.clone(), db.clone(), limiter)).with_graceful_shutdown(async {
+                let _ = ops_stopped.await;
+            });
         let ops = tokio::spawn(async move { ops.await });
 
         // Search answers UNIMPLEMENTED until its issue lands, so it stays NOT_SERVING and a
@@ -288,26 +234,11 @@ fn cors_layer(config: &Config) -> CorsLayer {
         "x-api-key",
         "x-request-id",
     ];
-    const EXPOSED: &[&str] = &[
-        "grpc-status",
-        "grpc-message",
-        "grpc-status-details-bin",
-        "x-request-id",
-    ];
+    const EXPOSED: &[&str] = &["grpc-status", "grpc-message", "grpc-status-details-bin", "x-request-id"];
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(config.cors_origins.clone()))
         .allow_methods([Method::POST, Method::OPTIONS])
-        .allow_headers(
-            ALLOWED
-                .iter()
-                .map(|h| HeaderName::from_static(h))
-                .collect::<Vec<_>>(),
-        )
-        .expose_headers(
-            EXPOSED
-                .iter()
-                .map(|h| HeaderName::from_static(h))
-                .collect::<Vec<_>>(),
-        )
+        .allow_headers(ALLOWED.iter().map(|h| HeaderName::from_static(h)).collect::<Vec<_>>())
+        .expose_headers(EXPOSED.iter().map(|h| HeaderName::from_static(h)).collect::<Vec<_>>())
         .max_age(Duration::from_secs(24 * 60 * 60))
 }

@@ -19,38 +19,22 @@ async fn database_outage_answers_unavailable_fast_and_recovers(backend: Backend)
     let proxy = Proxy::start(database.server_addr()).await;
     let app = spawn_on(&database.url_via(proxy.addr), &[]).await;
     let seller = app.seller("Outage Shop").await;
-    let existing = app
-        .create(product(&seller.id, "Survivor", "shoes", 100))
-        .await;
+    let existing = app.create(product(&seller.id, "Survivor", "shoes", 100)).await;
     let mut client = app.catalog.clone();
 
     proxy.down().await;
     for round in 0..3 {
         let started = Instant::now();
-        let get = client
-            .get_product(pb::GetProductRequest {
-                id: existing.id.clone(),
-            })
-            .await
-            .unwrap_err();
-        let list = client
-            .list_products(pb::ListProductsRequest::default())
-            .await
-            .unwrap_err();
+        let get = client.get_product(pb::GetProductRequest { id: existing.id.clone() }).await.unwrap_err();
+        let list = client.list_products(pb::ListProductsRequest::default()).await.unwrap_err();
         let create = client
-            .create_product(pb::CreateProductRequest {
-                product: Some(product(&seller.id, "Lost?", "shoes", 100)),
-            })
+            .create_product(pb::CreateProductRequest { product: Some(product(&seller.id, "Lost?", "shoes", 100)) })
             .await
             .unwrap_err();
         let took = started.elapsed();
         for err in [&get, &list, &create] {
             assert_eq!(err.code(), Code::Unavailable, "round {round}: {err:?}");
-            assert!(
-                !err.message().to_lowercase().contains("connection refused"),
-                "no driver text: {}",
-                err.message()
-            );
+            assert!(!err.message().to_lowercase().contains("connection refused"), "no driver text: {}", err.message());
         }
         assert!(took < Duration::from_secs(3), "three calls took {took:?}");
         assert!(took / 3 < Duration::from_secs(1));
@@ -60,22 +44,12 @@ async fn database_outage_answers_unavailable_fast_and_recovers(backend: Backend)
     let body: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
     assert_eq!(body["checks"]["database"]["ok"], false);
     // Liveness is not readiness: the process is fine, so it must not be restarted.
-    assert_eq!(
-        http::request(app.ops_addr, "GET", "/health", &[], b"")
-            .await
-            .status,
-        200
-    );
+    assert_eq!(http::request(app.ops_addr, "GET", "/health", &[], b"").await.status, 200);
 
     proxy.up();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match client
-            .get_product(pb::GetProductRequest {
-                id: existing.id.clone(),
-            })
-            .await
-        {
+        match client.get_product(pb::GetProductRequest { id: existing.id.clone() }).await {
             Ok(found) => {
                 assert_eq!(found.into_inner().product.unwrap(), existing);
                 break;
@@ -87,14 +61,8 @@ async fn database_outage_answers_unavailable_fast_and_recovers(backend: Backend)
             Err(e) => panic!("did not recover within 10 s: {e:?}"),
         }
     }
-    app.create(product(&seller.id, "After the outage", "shoes", 100))
-        .await;
-    assert_eq!(
-        http::request(app.ops_addr, "GET", "/health/ready", &[], b"")
-            .await
-            .status,
-        200
-    );
+    app.create(product(&seller.id, "After the outage", "shoes", 100)).await;
+    assert_eq!(http::request(app.ops_addr, "GET", "/health/ready", &[], b"").await.status, 200);
     // The failed create during the outage wrote nothing.
     assert_eq!(app.db.count_products().await.unwrap(), 2);
 }
@@ -103,8 +71,7 @@ mod postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn database_outage_answers_unavailable_fast_and_recovers() {
         if super::Backend::Postgres.enabled() {
-            super::database_outage_answers_unavailable_fast_and_recovers(super::Backend::Postgres)
-                .await
+            super::database_outage_answers_unavailable_fast_and_recovers(super::Backend::Postgres).await
         }
     }
 }
@@ -113,8 +80,7 @@ mod mysql {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn database_outage_answers_unavailable_fast_and_recovers() {
         if super::Backend::Mysql.enabled() {
-            super::database_outage_answers_unavailable_fast_and_recovers(super::Backend::Mysql)
-                .await
+            super::database_outage_answers_unavailable_fast_and_recovers(super::Backend::Mysql).await
         }
     }
 }

@@ -11,8 +11,7 @@ use prost::Message;
 use soko::proto::{
     catalog as pb,
     grpc::health::v1::{
-        HealthCheckRequest, HealthListRequest, health_check_response::ServingStatus,
-        health_client::HealthClient,
+        HealthCheckRequest, HealthListRequest, health_check_response::ServingStatus, health_client::HealthClient,
     },
     soko::search::v1::{SearchProductsRequest, search_service_client::SearchServiceClient},
 };
@@ -29,11 +28,7 @@ async fn check(
     client: &mut HealthClient<tonic::transport::Channel>,
     service: &str,
 ) -> Result<ServingStatus, tonic::Status> {
-    let response = client
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await?;
+    let response = client.check(HealthCheckRequest { service: service.into() }).await?;
     Ok(response.into_inner().status())
 }
 
@@ -41,31 +36,16 @@ async fn check(
 async fn health_reports_overall_and_per_service_status() {
     let app = spawn_app(Backend::Sqlite).await;
     let mut health = HealthClient::new(app.channel.clone());
-    assert_eq!(
-        check(&mut health, "").await.unwrap(),
-        ServingStatus::Serving
-    );
+    assert_eq!(check(&mut health, "").await.unwrap(), ServingStatus::Serving);
     for service in [SERVICES[0], SERVICES[2], SERVICES[3]] {
-        assert_eq!(
-            check(&mut health, service).await.unwrap(),
-            ServingStatus::Serving,
-            "{service}"
-        );
+        assert_eq!(check(&mut health, service).await.unwrap(), ServingStatus::Serving, "{service}");
     }
     // Not implemented yet: honest NOT_SERVING until its issue lands.
-    assert_eq!(
-        check(&mut health, SERVICES[1]).await.unwrap(),
-        ServingStatus::NotServing
-    );
+    assert_eq!(check(&mut health, SERVICES[1]).await.unwrap(), ServingStatus::NotServing);
     let err = check(&mut health, "no.such.Service").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
-    let listed = health
-        .list(HealthListRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .statuses;
+    let listed = health.list(HealthListRequest {}).await.unwrap().into_inner().statuses;
     let mut names: Vec<&str> = listed.keys().map(String::as_str).collect();
     names.sort();
     let mut expected = vec![""];
@@ -78,43 +58,20 @@ async fn health_reports_overall_and_per_service_status() {
 async fn health_watch_streams_service_unknown_without_ending() {
     let app = spawn_app(Backend::Sqlite).await;
     let mut health = HealthClient::new(app.channel.clone());
-    let mut stream = health
-        .watch(HealthCheckRequest {
-            service: "no.such.Service".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = health.watch(HealthCheckRequest { service: "no.such.Service".into() }).await.unwrap().into_inner();
     let first = stream.next().await.unwrap().unwrap();
     assert_eq!(first.status(), ServingStatus::ServiceUnknown);
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), stream.next())
-            .await
-            .is_err(),
-        "the stream stays open"
-    );
+    assert!(tokio::time::timeout(Duration::from_millis(300), stream.next()).await.is_err(), "the stream stays open");
 
-    let mut overall = health
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        overall.next().await.unwrap().unwrap().status(),
-        ServingStatus::Serving
-    );
+    let mut overall = health.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert_eq!(overall.next().await.unwrap().unwrap().status(), ServingStatus::Serving);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unimplemented_services_answer_unimplemented() {
     let app = spawn_app(Backend::Sqlite).await;
     let mut search = SearchServiceClient::new(app.channel.clone());
-    let err = search
-        .search_products(SearchProductsRequest::default())
-        .await
-        .unwrap_err();
+    let err = search.search_products(SearchProductsRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
 }
 
@@ -128,15 +85,10 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
     let request = v1::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
-            String::new(),
-        )),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
     };
-    let mut responses = client
-        .server_reflection_info(futures_util::stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut responses =
+        client.server_reflection_info(futures_util::stream::iter([request])).await.unwrap().into_inner();
     let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
         responses.next().await.unwrap().unwrap().message_response
     else {
@@ -147,29 +99,20 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
         assert!(names.contains(service), "v1 lists {service}: {names:?}");
     }
 
-    let mut client =
-        v1alpha::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
     let requests = [
         v1alpha::ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(
-                v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
-            ),
+            message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
         },
         v1alpha::ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(
-                v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
-                    "soko.catalog.v1.CatalogService".into(),
-                ),
-            ),
+            message_request: Some(v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "soko.catalog.v1.CatalogService".into(),
+            )),
         },
     ];
-    let mut responses = client
-        .server_reflection_info(futures_util::stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut responses = client.server_reflection_info(futures_util::stream::iter(requests)).await.unwrap().into_inner();
     let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
         responses.next().await.unwrap().unwrap().message_response
     else {
@@ -177,30 +120,17 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     for service in &expected {
-        assert!(
-            names.contains(service),
-            "v1alpha lists {service}: {names:?}"
-        );
+        assert!(names.contains(service), "v1alpha lists {service}: {names:?}");
     }
     let Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
         responses.next().await.unwrap().unwrap().message_response
     else {
         panic!("expected a file descriptor")
     };
-    let file = prost_types::FileDescriptorProto::decode(files.file_descriptor_proto[0].as_slice())
-        .unwrap();
+    let file = prost_types::FileDescriptorProto::decode(files.file_descriptor_proto[0].as_slice()).unwrap();
     assert_eq!(file.package(), "soko.catalog.v1");
-    let docs = file
-        .source_code_info
-        .unwrap()
-        .location
-        .iter()
-        .filter(|l| l.leading_comments.is_some())
-        .count();
-    assert!(
-        docs > 50,
-        "reflection carries the proto's documentation ({docs} comments)"
-    );
+    let docs = file.source_code_info.unwrap().location.iter().filter(|l| l.leading_comments.is_some()).count();
+    assert!(docs > 50, "reflection carries the proto's documentation ({docs} comments)");
 }
 
 const ORIGIN: &str = "https://shop.soko.example";
@@ -208,82 +138,37 @@ const ORIGIN: &str = "https://shop.soko.example";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_web_over_http1_succeeds_and_reports_errors_in_trailers() {
     let app = spawn_app_with(Backend::Sqlite, &[("SOKO_CORS_ORIGINS", ORIGIN)]).await;
-    let headers = [
-        ("content-type", "application/grpc-web+proto"),
-        ("x-grpc-web", "1"),
-        ("origin", ORIGIN),
-    ];
+    let headers = [("content-type", "application/grpc-web+proto"), ("x-grpc-web", "1"), ("origin", ORIGIN)];
     let body = http::grpc_frame(&pb::ListCategoriesRequest {}.encode_to_vec());
-    let response = http::request(
-        app.grpc_addr,
-        "POST",
-        "/soko.catalog.v1.CatalogService/ListCategories",
-        &headers,
-        &body,
-    )
-    .await;
+    let response =
+        http::request(app.grpc_addr, "POST", "/soko.catalog.v1.CatalogService/ListCategories", &headers, &body).await;
     assert_eq!(response.status, 200);
-    assert!(
-        response
-            .header("content-type")
-            .unwrap()
-            .starts_with("application/grpc-web")
-    );
+    assert!(response.header("content-type").unwrap().starts_with("application/grpc-web"));
     assert_eq!(response.header("access-control-allow-origin"), Some(ORIGIN));
-    let exposed = response
-        .header("access-control-expose-headers")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let exposed = response.header("access-control-expose-headers").unwrap_or_default().to_ascii_lowercase();
     for header in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
         assert!(exposed.contains(header), "{header} is exposed: {exposed}");
     }
     let (messages, trailers) = http::grpc_web_frames(&response.body);
     let listed = pb::ListCategoriesResponse::decode(messages[0].as_slice()).unwrap();
     assert_eq!(listed.categories.len(), 5);
-    assert!(
-        trailers.contains(&("grpc-status".into(), "0".into())),
-        "{trailers:?}"
-    );
+    assert!(trailers.contains(&("grpc-status".into(), "0".into())), "{trailers:?}");
 
     // An error travels as a grpc-web status with its rich details.
-    let body = http::grpc_frame(
-        &pb::GetProductRequest {
-            id: "not-an-id".into(),
-        }
-        .encode_to_vec(),
-    );
-    let response = http::request(
-        app.grpc_addr,
-        "POST",
-        "/soko.catalog.v1.CatalogService/GetProduct",
-        &headers,
-        &body,
-    )
-    .await;
+    let body = http::grpc_frame(&pb::GetProductRequest { id: "not-an-id".into() }.encode_to_vec());
+    let response =
+        http::request(app.grpc_addr, "POST", "/soko.catalog.v1.CatalogService/GetProduct", &headers, &body).await;
     assert_eq!(response.status, 200);
-    let status = response
-        .header("grpc-status")
-        .map(str::to_owned)
-        .or_else(|| {
-            http::grpc_web_frames(&response.body)
-                .1
-                .into_iter()
-                .find(|(k, _)| k == "grpc-status")
-                .map(|(_, v)| v)
-        });
+    let status = response.header("grpc-status").map(str::to_owned).or_else(|| {
+        http::grpc_web_frames(&response.body).1.into_iter().find(|(k, _)| k == "grpc-status").map(|(_, v)| v)
+    });
     assert_eq!(status.as_deref(), Some("3"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflight_honours_the_allow_list() {
-    let app = spawn_app_with(
-        Backend::Sqlite,
-        &[(
-            "SOKO_CORS_ORIGINS",
-            &format!("{ORIGIN},http://localhost:5173"),
-        )],
-    )
-    .await;
+    let app =
+        spawn_app_with(Backend::Sqlite, &[("SOKO_CORS_ORIGINS", &format!("{ORIGIN},http://localhost:5173"))]).await;
     let preflight = |origin: &'static str| {
         let addr = app.grpc_addr;
         async move {
@@ -294,10 +179,7 @@ async fn cors_preflight_honours_the_allow_list() {
                 &[
                     ("origin", origin),
                     ("access-control-request-method", "POST"),
-                    (
-                        "access-control-request-headers",
-                        "content-type,x-grpc-web,authorization",
-                    ),
+                    ("access-control-request-headers", "content-type,x-grpc-web,authorization"),
                 ],
                 b"",
             )
@@ -307,19 +189,12 @@ async fn cors_preflight_honours_the_allow_list() {
     let allowed = preflight(ORIGIN).await;
     assert!(allowed.status < 300, "{}", allowed.status);
     assert_eq!(allowed.header("access-control-allow-origin"), Some(ORIGIN));
-    let methods = allowed
-        .header("access-control-allow-methods")
-        .unwrap_or_default();
+    let methods = allowed.header("access-control-allow-methods").unwrap_or_default();
     assert!(methods.contains("POST"));
-    let allowed_headers = allowed
-        .header("access-control-allow-headers")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let allowed_headers = allowed.header("access-control-allow-headers").unwrap_or_default().to_ascii_lowercase();
     assert!(allowed_headers.contains("x-grpc-web") && allowed_headers.contains("authorization"));
     assert_eq!(
-        preflight("http://localhost:5173")
-            .await
-            .header("access-control-allow-origin"),
+        preflight("http://localhost:5173").await.header("access-control-allow-origin"),
         Some("http://localhost:5173")
     );
 
@@ -342,12 +217,7 @@ async fn ops_port_serves_liveness_and_readiness_with_latency() {
     assert_eq!(body["checks"]["database"]["backend"], "sqlite");
     assert!(body["checks"]["database"]["latency_ms"].as_f64().unwrap() >= 0.0);
 
-    assert_eq!(
-        http::request(app.ops_addr, "GET", "/nope", &[], b"")
-            .await
-            .status,
-        404
-    );
+    assert_eq!(http::request(app.ops_addr, "GET", "/nope", &[], b"").await.status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,32 +225,17 @@ async fn request_ids_are_echoed_or_generated() {
     let app = spawn_app(Backend::Sqlite).await;
     let mut client = app.catalog.clone();
     let mut request = tonic::Request::new(pb::ListCategoriesRequest {});
-    request
-        .metadata_mut()
-        .insert("x-request-id", "trace-abc-123".parse().unwrap());
+    request.metadata_mut().insert("x-request-id", "trace-abc-123".parse().unwrap());
     let response = client.list_categories(request).await.unwrap();
-    assert_eq!(
-        response.metadata().get("x-request-id").unwrap(),
-        "trace-abc-123"
-    );
+    assert_eq!(response.metadata().get("x-request-id").unwrap(), "trace-abc-123");
 
-    let response = client
-        .list_categories(pb::ListCategoriesRequest {})
-        .await
-        .unwrap();
-    let generated = response
-        .metadata()
-        .get("x-request-id")
-        .unwrap()
-        .to_str()
-        .unwrap();
+    let response = client.list_categories(pb::ListCategoriesRequest {}).await.unwrap();
+    let generated = response.metadata().get("x-request-id").unwrap().to_str().unwrap();
     assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
 
     // Errors carry the id too, so a user can quote it to support.
     let mut request = tonic::Request::new(pb::GetProductRequest { id: "bad".into() });
-    request
-        .metadata_mut()
-        .insert("x-request-id", "err-req-1".parse().unwrap());
+    request.metadata_mut().insert("x-request-id", "err-req-1".parse().unwrap());
     let err = client.get_product(request).await.unwrap_err();
     assert_eq!(err.metadata().get("x-request-id").unwrap(), "err-req-1");
 }

@@ -18,9 +18,7 @@ use diesel::{Connection, SqliteConnection, connection::SimpleConnection};
 use futures_util::StreamExt;
 use soko::proto::{
     catalog::{self as pb, catalog_service_client::CatalogServiceClient},
-    grpc::health::v1::{
-        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-    },
+    grpc::health::v1::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient},
 };
 use tonic::transport::Channel;
 
@@ -37,25 +35,14 @@ impl Server {
         std::fs::create_dir_all(&dir).unwrap();
         // The first admin comes from the CLI, as in production.
         let created = Command::new(env!("CARGO_BIN_EXE_soko"))
-            .args([
-                "admin",
-                "create-user",
-                "--email",
-                common::ADMIN_EMAIL,
-                "--role",
-                "admin",
-            ])
+            .args(["admin", "create-user", "--email", common::ADMIN_EMAIL, "--role", "admin"])
             .env_clear()
             .env("SOKO_DATA_DIR", &dir)
             .env("SOKO_NEW_USER_PASSWORD", common::ADMIN_PASSWORD)
             .env("RUST_LOG", "off")
             .output()
             .expect("run soko admin create-user");
-        assert!(
-            created.status.success(),
-            "{}",
-            String::from_utf8_lossy(&created.stderr)
-        );
+        assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
         assert!(String::from_utf8_lossy(&created.stdout).contains("created admin admin@soko.test"));
 
         let mut command = Command::new(env!("CARGO_BIN_EXE_soko"));
@@ -86,39 +73,22 @@ impl Server {
                 }
             }
         });
-        let grpc = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server reports its address");
-        Self {
-            child,
-            grpc,
-            db_path: dir.join("soko.db"),
-            dir,
-        }
+        let grpc = rx.recv_timeout(Duration::from_secs(30)).expect("server reports its address");
+        Self { child, grpc, db_path: dir.join("soko.db"), dir }
     }
 
     async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
+        Channel::from_shared(format!("http://{}", self.grpc)).unwrap().connect().await.unwrap()
     }
 
     async fn admin_catalog(&self) -> common::Catalog {
         let channel = self.channel().await;
-        let token = common::login(&channel, common::ADMIN_EMAIL, common::ADMIN_PASSWORD)
-            .await
-            .access_token;
+        let token = common::login(&channel, common::ADMIN_EMAIL, common::ADMIN_PASSWORD).await.access_token;
         CatalogServiceClient::with_interceptor(channel, common::Bearer::new(Some(&token)))
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
         assert!(status.success());
     }
 
@@ -152,12 +122,7 @@ fn hold_write_lock(db: &Path) -> SqliteConnection {
 
 async fn seed_seller(client: &common::Catalog) -> String {
     let mut client = client.clone();
-    let seller = client
-        .create_seller(pb::CreateSellerRequest {
-            display_name: "Drain Shop".into(),
-        })
-        .await
-        .unwrap();
+    let seller = client.create_seller(pb::CreateSellerRequest { display_name: "Drain Shop".into() }).await.unwrap();
     seller.into_inner().seller.unwrap().id
 }
 
@@ -172,9 +137,7 @@ fn slow_writes(
             let product = common::product(seller, &format!("In flight {i}"), "shoes", 100);
             tokio::spawn(async move {
                 client
-                    .create_product(pb::CreateProductRequest {
-                        product: Some(product),
-                    })
+                    .create_product(pb::CreateProductRequest { product: Some(product) })
                     .await
                     .map(|r| r.into_inner().product.unwrap())
             })
@@ -189,34 +152,21 @@ async fn sigterm_turns_health_not_serving_then_drains_in_flight_calls_and_exits_
     let catalog = server.admin_catalog().await;
     let seller = seed_seller(&catalog).await;
     let mut watch = HealthClient::new(channel.clone())
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
+        .watch(HealthCheckRequest { service: String::new() })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        watch.next().await.unwrap().unwrap().status(),
-        ServingStatus::Serving
-    );
+    assert_eq!(watch.next().await.unwrap().unwrap().status(), ServingStatus::Serving);
 
     let lock = hold_write_lock(&server.db_path);
     let calls = slow_writes(&catalog, &seller, 5);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        calls.iter().all(|c| !c.is_finished()),
-        "calls are in flight"
-    );
+    assert!(calls.iter().all(|c| !c.is_finished()), "calls are in flight");
 
     server.signal("TERM");
-    let update = tokio::time::timeout(Duration::from_secs(2), watch.next())
-        .await
-        .expect("health changes at once");
+    let update = tokio::time::timeout(Duration::from_secs(2), watch.next()).await.expect("health changes at once");
     assert_eq!(update.unwrap().unwrap().status(), ServingStatus::NotServing);
-    assert!(
-        calls.iter().all(|c| !c.is_finished()),
-        "health went NOT_SERVING before the calls finished"
-    );
+    assert!(calls.iter().all(|c| !c.is_finished()), "health went NOT_SERVING before the calls finished");
 
     tokio::time::sleep(Duration::from_millis(700)).await;
     drop(lock);
@@ -228,18 +178,10 @@ async fn sigterm_turns_health_not_serving_then_drains_in_flight_calls_and_exits_
     assert_eq!(code, Some(0));
     assert!(took < Duration::from_secs(10));
     // Nothing accepted after shutdown; everything accepted before was committed.
-    assert!(
-        Channel::from_shared(format!("http://{}", server.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .is_err()
-    );
+    assert!(Channel::from_shared(format!("http://{}", server.grpc)).unwrap().connect().await.is_err());
     let mut conn = SqliteConnection::establish(server.db_path.to_str().unwrap()).unwrap();
     let count: i64 = diesel::RunQueryDsl::get_result(
-        diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
-            "(SELECT COUNT(*) FROM products)",
-        )),
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>("(SELECT COUNT(*) FROM products)")),
         &mut conn,
     )
     .unwrap();
@@ -257,10 +199,7 @@ async fn the_drain_deadline_forces_a_non_zero_exit() {
     server.signal("TERM");
     let (code, took) = server.wait(Duration::from_secs(5));
     assert_eq!(code, Some(1));
-    assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

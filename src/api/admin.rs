@@ -29,11 +29,7 @@ pub struct AdminApi {
 
 impl AdminApi {
     pub fn new(accounts: Accounts, api_keys: ApiKeys, audit: Audit) -> Self {
-        Self {
-            accounts,
-            api_keys,
-            audit,
-        }
+        Self { accounts, api_keys, audit }
     }
 
     /// Records the call in the audit log and converts its result.
@@ -46,18 +42,8 @@ impl AdminApi {
         result: Result<T, Error>,
     ) -> Result<T, Status> {
         let result = result.map_err(Status::from);
-        let code = result
-            .as_ref()
-            .map_or_else(|s| code_name(s.code()), |_| "OK");
-        self.audit
-            .record(
-                ctx,
-                &format!("soko.admin.v1.AdminService.{method}"),
-                resource,
-                code,
-                reason,
-            )
-            .await;
+        let code = result.as_ref().map_or_else(|s| code_name(s.code()), |_| "OK");
+        self.audit.record(ctx, &format!("soko.admin.v1.AdminService.{method}"), resource, code, reason).await;
         result
     }
 }
@@ -102,15 +88,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let ctx = context(&request);
         let r = request.into_inner();
-        let result = self
-            .accounts
-            .list_users(
-                &r.email,
-                role_from_proto(r.role),
-                r.page_size,
-                &r.page_token,
-            )
-            .await;
+        let result = self.accounts.list_users(&r.email, role_from_proto(r.role), r.page_size, &r.page_token).await;
         let (users, next) = self.audited(&ctx, "ListUsers", "users", "", result).await?;
         Ok(Response::new(pb::ListUsersResponse {
             users: users.into_iter().map(user_to_proto).collect(),
@@ -124,26 +102,13 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::SetUserRoleResponse>, Status> {
         let ctx = context(&request);
         let r = request.into_inner();
-        let result = self
-            .accounts
-            .set_role(&ctx, &r.user_id, role_from_proto(r.role))
-            .await;
+        let result = self.accounts.set_role(&ctx, &r.user_id, role_from_proto(r.role)).await;
         let reason = match &result {
             Ok((user, old)) => format!("{old} -> {}; {}", user.role, r.reason),
             Err(_) => r.reason.clone(),
         };
-        let (user, _) = self
-            .audited(
-                &ctx,
-                "SetUserRole",
-                &format!("user:{}", r.user_id),
-                &reason,
-                result,
-            )
-            .await?;
-        Ok(Response::new(pb::SetUserRoleResponse {
-            user: Some(user_to_proto(user)),
-        }))
+        let (user, _) = self.audited(&ctx, "SetUserRole", &format!("user:{}", r.user_id), &reason, result).await?;
+        Ok(Response::new(pb::SetUserRoleResponse { user: Some(user_to_proto(user)) }))
     }
 
     async fn create_api_key(
@@ -152,25 +117,14 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
         let ctx = context(&request);
         let r = request.into_inner();
-        let result = self
-            .api_keys
-            .create(
-                &r.user_id,
-                &r.display_name,
-                r.expire_time.as_ref().map(from_timestamp),
-            )
-            .await;
+        let result =
+            self.api_keys.create(&r.user_id, &r.display_name, r.expire_time.as_ref().map(from_timestamp)).await;
         let resource = match &result {
             Ok((key, _)) => format!("api_key:{}", key.id),
             Err(_) => format!("user:{}", r.user_id),
         };
-        let (key, secret) = self
-            .audited(&ctx, "CreateApiKey", &resource, &r.reason, result)
-            .await?;
-        Ok(Response::new(pb::CreateApiKeyResponse {
-            api_key: Some(api_key_to_proto(key)),
-            secret,
-        }))
+        let (key, secret) = self.audited(&ctx, "CreateApiKey", &resource, &r.reason, result).await?;
+        Ok(Response::new(pb::CreateApiKeyResponse { api_key: Some(api_key_to_proto(key)), secret }))
     }
 
     async fn revoke_api_key(
@@ -180,18 +134,8 @@ impl AdminService for AdminApi {
         let ctx = context(&request);
         let r = request.into_inner();
         let result = self.api_keys.revoke(&r.id).await;
-        let key = self
-            .audited(
-                &ctx,
-                "RevokeApiKey",
-                &format!("api_key:{}", r.id),
-                &r.reason,
-                result,
-            )
-            .await?;
-        Ok(Response::new(pb::RevokeApiKeyResponse {
-            api_key: Some(api_key_to_proto(key)),
-        }))
+        let key = self.audited(&ctx, "RevokeApiKey", &format!("api_key:{}", r.id), &r.reason, result).await?;
+        Ok(Response::new(pb::RevokeApiKeyResponse { api_key: Some(api_key_to_proto(key)) }))
     }
 
     async fn list_api_keys(
@@ -200,13 +144,8 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
         let ctx = context(&request);
         let r = request.into_inner();
-        let result = self
-            .api_keys
-            .list(&r.user_id, r.show_inactive, r.page_size, &r.page_token)
-            .await;
-        let (keys, next) = self
-            .audited(&ctx, "ListApiKeys", "api_keys", "", result)
-            .await?;
+        let result = self.api_keys.list(&r.user_id, r.show_inactive, r.page_size, &r.page_token).await;
+        let (keys, next) = self.audited(&ctx, "ListApiKeys", "api_keys", "", result).await?;
         Ok(Response::new(pb::ListApiKeysResponse {
             api_keys: keys.into_iter().map(api_key_to_proto).collect(),
             next_page_token: next.unwrap_or_default(),
@@ -227,9 +166,7 @@ impl AdminService for AdminApi {
         };
         // Listed before this call is recorded, so a page never contains its own request.
         let result = self.audit.list(filter, r.page_size, &r.page_token).await;
-        let (events, next) = self
-            .audited(&ctx, "ListAuditEvents", "audit_events", "", result)
-            .await?;
+        let (events, next) = self.audited(&ctx, "ListAuditEvents", "audit_events", "", result).await?;
         Ok(Response::new(pb::ListAuditEventsResponse {
             audit_events: events.into_iter().map(audit_event_to_proto).collect(),
             next_page_token: next.unwrap_or_default(),
@@ -250,10 +187,7 @@ impl AdminService for AdminApi {
         Err(not_ours("GetReadOnlyMode"))
     }
 
-    async fn reindex(
-        &self,
-        _: Request<pb::ReindexRequest>,
-    ) -> Result<Response<pb::ReindexResponse>, Status> {
+    async fn reindex(&self, _: Request<pb::ReindexRequest>) -> Result<Response<pb::ReindexResponse>, Status> {
         Err(not_ours("Reindex"))
     }
 

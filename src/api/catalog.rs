@@ -74,18 +74,11 @@ fn product_input(p: pb::Product) -> ProductInput {
 }
 
 fn category_to_proto(c: Category) -> pb::Category {
-    pb::Category {
-        id: c.id.to_string(),
-        display_name: c.display_name,
-    }
+    pb::Category { id: c.id.to_string(), display_name: c.display_name }
 }
 
 fn seller_to_proto(s: Seller) -> pb::Seller {
-    pb::Seller {
-        id: s.id.to_string(),
-        display_name: s.display_name,
-        create_time: timestamp(s.created_at),
-    }
+    pb::Seller { id: s.id.to_string(), display_name: s.display_name, create_time: timestamp(s.created_at) }
 }
 
 fn required<T>(field: &str, value: Option<T>) -> Result<T, Status> {
@@ -114,22 +107,15 @@ impl CatalogService for CatalogApi {
             .create_category(&category.id, &category.display_name)
             .await
             .map_err(|e| e.within("category"))?;
-        Ok(Response::new(pb::CreateCategoryResponse {
-            category: Some(category_to_proto(created)),
-        }))
+        Ok(Response::new(pb::CreateCategoryResponse { category: Some(category_to_proto(created)) }))
     }
 
     async fn create_seller(
         &self,
         request: Request<pb::CreateSellerRequest>,
     ) -> Result<Response<pb::CreateSellerResponse>, Status> {
-        let seller = self
-            .catalog
-            .create_seller(&context(&request), &request.into_inner().display_name)
-            .await?;
-        Ok(Response::new(pb::CreateSellerResponse {
-            seller: Some(seller_to_proto(seller)),
-        }))
+        let seller = self.catalog.create_seller(&context(&request), &request.into_inner().display_name).await?;
+        Ok(Response::new(pb::CreateSellerResponse { seller: Some(seller_to_proto(seller)) }))
     }
 
     async fn get_seller(
@@ -137,9 +123,7 @@ impl CatalogService for CatalogApi {
         request: Request<pb::GetSellerRequest>,
     ) -> Result<Response<pb::GetSellerResponse>, Status> {
         let seller = self.catalog.get_seller(&request.into_inner().id).await?;
-        Ok(Response::new(pb::GetSellerResponse {
-            seller: Some(seller_to_proto(seller)),
-        }))
+        Ok(Response::new(pb::GetSellerResponse { seller: Some(seller_to_proto(seller)) }))
     }
 
     async fn get_product(
@@ -147,19 +131,14 @@ impl CatalogService for CatalogApi {
         request: Request<pb::GetProductRequest>,
     ) -> Result<Response<pb::GetProductResponse>, Status> {
         let product = self.catalog.get_product(&request.into_inner().id).await?;
-        Ok(Response::new(pb::GetProductResponse {
-            product: Some(product_to_proto(product)),
-        }))
+        Ok(Response::new(pb::GetProductResponse { product: Some(product_to_proto(product)) }))
     }
 
     async fn batch_get_products(
         &self,
         request: Request<pb::BatchGetProductsRequest>,
     ) -> Result<Response<pb::BatchGetProductsResponse>, Status> {
-        let (products, missing_ids) = self
-            .catalog
-            .batch_get_products(&request.into_inner().ids)
-            .await?;
+        let (products, missing_ids) = self.catalog.batch_get_products(&request.into_inner().ids).await?;
         Ok(Response::new(pb::BatchGetProductsResponse {
             products: products.into_iter().map(product_to_proto).collect(),
             missing_ids,
@@ -177,9 +156,7 @@ impl CatalogService for CatalogApi {
             Ok(pb::ProductSort::PriceAsc) => ProductSort::PriceAsc,
             Ok(pb::ProductSort::PriceDesc) => ProductSort::PriceDesc,
             Err(_) => {
-                return Err(
-                    Error::invalid("sort", format!("unknown sort {}", request.sort)).into(),
-                );
+                return Err(Error::invalid("sort", format!("unknown sort {}", request.sort)).into());
             }
         };
         let page = self
@@ -208,14 +185,9 @@ impl CatalogService for CatalogApi {
     ) -> Result<Response<pb::CreateProductResponse>, Status> {
         let ctx = context(&request);
         let product = required("product", request.into_inner().product)?;
-        let created = self
-            .catalog
-            .create_product(&ctx, product_input(product))
-            .await
-            .map_err(|e| e.within("product"))?;
-        Ok(Response::new(pb::CreateProductResponse {
-            product: Some(product_to_proto(created)),
-        }))
+        let created =
+            self.catalog.create_product(&ctx, product_input(product)).await.map_err(|e| e.within("product"))?;
+        Ok(Response::new(pb::CreateProductResponse { product: Some(product_to_proto(created)) }))
     }
 
     async fn update_product(
@@ -227,38 +199,28 @@ impl CatalogService for CatalogApi {
         let product = required("product", request.product)?;
         let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
         let id = product.id.clone();
-        let updated = self
-            .catalog
-            .update_product(&ctx, &id, &paths, product_input(product))
-            .await
-            .map_err(|e| match e {
+        let updated =
+            self.catalog.update_product(&ctx, &id, &paths, product_input(product)).await.map_err(|e| match e {
                 // The mask is a sibling of `product` in the request, so its path stays top-level.
                 Error::InvalidArgument(violations) => Error::InvalidArgument(
                     violations
                         .into_iter()
                         .map(|v| match v.field.as_str() {
                             "update_mask" => v,
-                            field => FieldViolation {
-                                field: format!("product.{field}"),
-                                ..v
-                            },
+                            field => FieldViolation { field: format!("product.{field}"), ..v },
                         })
                         .collect(),
                 ),
                 e => e,
             })?;
-        Ok(Response::new(pb::UpdateProductResponse {
-            product: Some(product_to_proto(updated)),
-        }))
+        Ok(Response::new(pb::UpdateProductResponse { product: Some(product_to_proto(updated)) }))
     }
 
     async fn delete_product(
         &self,
         request: Request<pb::DeleteProductRequest>,
     ) -> Result<Response<pb::DeleteProductResponse>, Status> {
-        self.catalog
-            .delete_product(&context(&request), &request.into_inner().id)
-            .await?;
+        self.catalog.delete_product(&context(&request), &request.into_inner().id).await?;
         Ok(Response::new(pb::DeleteProductResponse {}))
     }
 }

@@ -31,16 +31,8 @@ pub struct HealthState {
 impl HealthState {
     /// Starts with every named service (and the overall `""`) NOT_SERVING.
     pub fn new<'a>(services: impl IntoIterator<Item = &'a str>) -> Self {
-        let statuses = std::iter::once("")
-            .chain(services)
-            .map(|s| (s.to_owned(), ServingStatus::NotServing))
-            .collect();
-        Self {
-            tx: Arc::new(watch::Sender::new(Snapshot {
-                statuses,
-                closing: false,
-            })),
-        }
+        let statuses = std::iter::once("").chain(services).map(|s| (s.to_owned(), ServingStatus::NotServing)).collect();
+        Self { tx: Arc::new(watch::Sender::new(Snapshot { statuses, closing: false })) }
     }
 
     pub fn set(&self, service: &str, status: ServingStatus) {
@@ -56,9 +48,7 @@ impl HealthState {
     /// Marks everything NOT_SERVING and ends open watches: the first step of shutdown.
     pub fn begin_shutdown(&self) {
         self.tx.send_modify(|s| {
-            s.statuses
-                .values_mut()
-                .for_each(|v| *v = ServingStatus::NotServing);
+            s.statuses.values_mut().for_each(|v| *v = ServingStatus::NotServing);
             s.closing = true;
         });
     }
@@ -76,17 +66,12 @@ impl HealthApi {
 }
 
 fn response(status: ServingStatus) -> HealthCheckResponse {
-    HealthCheckResponse {
-        status: status.into(),
-    }
+    HealthCheckResponse { status: status.into() }
 }
 
 #[tonic::async_trait]
 impl Health for HealthApi {
-    async fn check(
-        &self,
-        request: Request<HealthCheckRequest>,
-    ) -> Result<Response<HealthCheckResponse>, Status> {
+    async fn check(&self, request: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
         let service = request.into_inner().service;
         match self.state.status(&service) {
             Some(status) => Ok(Response::new(response(status))),
@@ -94,44 +79,26 @@ impl Health for HealthApi {
         }
     }
 
-    async fn list(
-        &self,
-        _: Request<HealthListRequest>,
-    ) -> Result<Response<HealthListResponse>, Status> {
-        let statuses = self
-            .state
-            .tx
-            .borrow()
-            .statuses
-            .iter()
-            .map(|(k, v)| (k.clone(), response(*v)))
-            .collect();
+    async fn list(&self, _: Request<HealthListRequest>) -> Result<Response<HealthListResponse>, Status> {
+        let statuses = self.state.tx.borrow().statuses.iter().map(|(k, v)| (k.clone(), response(*v))).collect();
         Ok(Response::new(HealthListResponse { statuses }))
     }
 
     type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
 
-    async fn watch(
-        &self,
-        request: Request<HealthCheckRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(&self, request: Request<HealthCheckRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let service = request.into_inner().service;
         let rx = self.state.tx.subscribe();
         // State: receiver, service, last status sent, whether the server is closing.
-        let stream = futures_util::stream::unfold(
-            (rx, service, None, false),
-            |(mut rx, service, last, closed)| async move {
+        let stream =
+            futures_util::stream::unfold((rx, service, None, false), |(mut rx, service, last, closed)| async move {
                 if closed {
                     return None;
                 }
                 loop {
                     let (status, closing) = {
                         let snapshot = rx.borrow_and_update();
-                        let status = snapshot
-                            .statuses
-                            .get(&service)
-                            .copied()
-                            .unwrap_or(ServingStatus::ServiceUnknown);
+                        let status = snapshot.statuses.get(&service).copied().unwrap_or(ServingStatus::ServiceUnknown);
                         (status, snapshot.closing)
                     };
                     if last != Some(status) {
@@ -141,8 +108,7 @@ impl Health for HealthApi {
                         return None;
                     }
                 }
-            },
-        );
+            });
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -14,15 +14,13 @@ pub const ADMIN_SERVICE: &str = "soko.admin.v1.AdminService";
 
 /// The caller's context that the authentication layer attached to the request.
 pub fn context<T>(request: &tonic::Request<T>) -> crate::domain::auth::RequestContext {
-    request
-        .extensions()
-        .get::<crate::domain::auth::RequestContext>()
-        .cloned()
-        .unwrap_or_else(|| crate::domain::auth::RequestContext {
+    request.extensions().get::<crate::domain::auth::RequestContext>().cloned().unwrap_or_else(|| {
+        crate::domain::auth::RequestContext {
             principal: crate::domain::auth::Principal::Anonymous,
             client_ip: String::new(),
             request_id: String::new(),
-        })
+        }
+    })
 }
 
 /// Microseconds since the epoch as a protobuf timestamp.
@@ -35,9 +33,5 @@ pub fn timestamp(t: crate::domain::product::Timestamp) -> Option<prost_types::Ti
 
 /// A protobuf timestamp as microseconds since the epoch (saturating).
 pub fn from_timestamp(t: &prost_types::Timestamp) -> crate::domain::product::Timestamp {
-    crate::domain::product::Timestamp(
-        t.seconds
-            .saturating_mul(1_000_000)
-            .saturating_add(i64::from(t.nanos) / 1000),
-    )
+    crate::domain::product::Timestamp(t.seconds.saturating_mul(1_000_000).saturating_add(i64::from(t.nanos) / 1000))
 }

@@ -23,30 +23,14 @@ impl From<Error> for Status {
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
             Error::NotFound { resource, id } => {
-                let details = ErrorDetails::with_resource_info(
-                    resource,
-                    id.clone(),
-                    "",
-                    format!("{resource} not found"),
-                );
-                Status::with_error_details(
-                    Code::NotFound,
-                    format!("{resource} `{id}` not found"),
-                    details,
-                )
+                let details =
+                    ErrorDetails::with_resource_info(resource, id.clone(), "", format!("{resource} not found"));
+                Status::with_error_details(Code::NotFound, format!("{resource} `{id}` not found"), details)
             }
             Error::AlreadyExists { resource, id } => {
-                let details = ErrorDetails::with_resource_info(
-                    resource,
-                    id.clone(),
-                    "",
-                    format!("{resource} already exists"),
-                );
-                Status::with_error_details(
-                    Code::AlreadyExists,
-                    format!("{resource} `{id}` already exists"),
-                    details,
-                )
+                let details =
+                    ErrorDetails::with_resource_info(resource, id.clone(), "", format!("{resource} already exists"));
+                Status::with_error_details(Code::AlreadyExists, format!("{resource} `{id}` already exists"), details)
             }
             Error::Unauthenticated(why) => {
                 let details = ErrorDetails::with_error_info("UNAUTHENTICATED", ERROR_DOMAIN, []);
@@ -61,32 +45,25 @@ impl From<Error> for Status {
                 details.add_precondition_failure_violation("STATE", "", why.clone());
                 Status::with_error_details(Code::FailedPrecondition, why, details)
             }
-            Error::ResourceExhausted {
-                message,
-                retry_after,
-            } => {
+            Error::ResourceExhausted { message, retry_after } => {
                 // Whole seconds, rounded up, so a client that waits exactly this long succeeds.
-                let retry_after = std::time::Duration::from_secs(
-                    retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
-                );
+                let retry_after =
+                    std::time::Duration::from_secs(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0));
                 let mut details = ErrorDetails::with_retry_info(Some(retry_after));
                 details.set_error_info("TOO_MANY_ATTEMPTS", ERROR_DOMAIN, []);
-                let mut status =
-                    Status::with_error_details(Code::ResourceExhausted, message, details);
+                let mut status = Status::with_error_details(Code::ResourceExhausted, message, details);
                 if let Ok(value) = retry_after.as_secs().to_string().parse() {
                     status.metadata_mut().insert("retry-after", value);
                 }
                 status
             }
             Error::Busy(why) => {
-                let details =
-                    ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1)));
+                let details = ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1)));
                 Status::with_error_details(Code::Unavailable, why, details)
             }
             Error::Unavailable(source) => {
                 tracing::warn!(error = %source, "storage unavailable");
-                let mut details =
-                    ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1)));
+                let mut details = ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1)));
                 details.set_error_info("STORAGE_UNAVAILABLE", ERROR_DOMAIN, []);
                 Status::with_error_details(
                     Code::Unavailable,
@@ -104,10 +81,7 @@ impl From<Error> for Status {
 }
 
 fn describe_violations(violations: &[crate::domain::FieldViolation]) -> String {
-    let fields: Vec<String> = violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect();
+    let fields: Vec<String> = violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect();
     format!("invalid argument: {}", fields.join("; "))
 }
 

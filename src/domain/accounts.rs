@@ -25,17 +25,11 @@ use crate::{
 };
 
 /// Per account: five free failures, then 1 s, 2 s, 4 s … up to 15 minutes between attempts.
-const ACCOUNT_BACKOFF: BackoffPolicy = BackoffPolicy {
-    free_failures: 5,
-    base: Duration::from_secs(1),
-    max: Duration::from_secs(15 * 60),
-};
+const ACCOUNT_BACKOFF: BackoffPolicy =
+    BackoffPolicy { free_failures: 5, base: Duration::from_secs(1), max: Duration::from_secs(15 * 60) };
 /// Per client IP: more slack (offices and carrier NAT share addresses), same growth.
-const IP_BACKOFF: BackoffPolicy = BackoffPolicy {
-    free_failures: 20,
-    base: Duration::from_secs(1),
-    max: Duration::from_secs(15 * 60),
-};
+const IP_BACKOFF: BackoffPolicy =
+    BackoffPolicy { free_failures: 20, base: Duration::from_secs(1), max: Duration::from_secs(15 * 60) };
 const BAD_CREDENTIALS: &str = "email or password is incorrect";
 const BAD_REFRESH: &str = "refresh token is not valid; log in again";
 const REFRESH_TOKEN_PREFIX: &str = "soko_rt_";
@@ -51,9 +45,7 @@ pub struct User {
 impl TryFrom<UserRow> for User {
     type Error = Error;
     fn try_from(row: UserRow) -> Result<Self, Error> {
-        let unreadable = |what: &str| {
-            Error::Unexpected(anyhow::anyhow!("unreadable users.{what} for {}", row.id))
-        };
+        let unreadable = |what: &str| Error::Unexpected(anyhow::anyhow!("unreadable users.{what} for {}", row.id));
         Ok(Self {
             id: row.id.parse().map_err(|_| unreadable("id"))?,
             role: Role::parse(&row.role).ok_or_else(|| unreadable("role"))?,
@@ -104,21 +96,8 @@ fn token_error(e: TokenError) -> Error {
 }
 
 impl Accounts {
-    pub fn new(
-        db: Db,
-        hasher: PasswordHasher,
-        tokens: TokenKeys,
-        refresh_ttl: Duration,
-        audit: Audit,
-    ) -> Self {
-        Self {
-            db,
-            hasher,
-            tokens,
-            refresh_ttl,
-            throttle: Arc::new(LoginThrottle::default()),
-            audit,
-        }
+    pub fn new(db: Db, hasher: PasswordHasher, tokens: TokenKeys, refresh_ttl: Duration, audit: Audit) -> Self {
+        Self { db, hasher, tokens, refresh_ttl, throttle: Arc::new(LoginThrottle::default()), audit }
     }
 
     /// Identifies the bearer of an access token. Stateless: revoking a session stops its refresh
@@ -146,43 +125,24 @@ impl Accounts {
         let role = match role {
             RoleInput::Unspecified | RoleInput::Known(Role::Buyer) => Some(Role::Buyer),
             RoleInput::Known(Role::Seller) => Some(Role::Seller),
-            RoleInput::Known(Role::Admin) => {
-                v.check("role", Err("must be ROLE_BUYER or ROLE_SELLER".into()))
-            }
+            RoleInput::Known(Role::Admin) => v.check("role", Err("must be ROLE_BUYER or ROLE_SELLER".into())),
             RoleInput::Unknown(n) => v.check("role", Err(format!("unknown role {n}"))),
         };
         v.finish()?;
-        let (Some(email), Some(role)) = (email, role) else {
-            unreachable!("checked above")
-        };
+        let (Some(email), Some(role)) = (email, role) else { unreachable!("checked above") };
         let user = self.insert_user(&email, password, role).await?;
         let (pair, _) = self.start_session(&user).await?;
-        self.audit
-            .record(
-                ctx,
-                action::REGISTERED,
-                &format!("user:{}", user.id),
-                "OK",
-                role.as_str(),
-            )
-            .await;
+        self.audit.record(ctx, action::REGISTERED, &format!("user:{}", user.id), "OK", role.as_str()).await;
         Ok((user, pair))
     }
 
     /// Creates an account with any role, for the operator's CLI (the first admin comes from here).
-    pub async fn create_user(
-        &self,
-        email: &str,
-        password: &str,
-        role: Role,
-    ) -> Result<User, Error> {
+    pub async fn create_user(&self, email: &str, password: &str, role: Role) -> Result<User, Error> {
         let mut v = Violations::default();
         let email = v.check("email", auth::parse_email(email));
         v.check("password", auth::check_password(password));
         v.finish()?;
-        let user = self
-            .insert_user(&email.expect("checked above"), password, role)
-            .await?;
+        let user = self.insert_user(&email.expect("checked above"), password, role).await?;
         self.audit
             .record(
                 &RequestContext::system(),
@@ -198,12 +158,7 @@ impl Accounts {
     async fn insert_user(&self, email: &str, password: &str, role: Role) -> Result<User, Error> {
         let password_hash = self.hasher.hash(password).await.map_err(password_error)?;
         let now = Timestamp::now();
-        let user = User {
-            id: UserId::generate(),
-            email: email.to_owned(),
-            role,
-            created_at: now,
-        };
+        let user = User { id: UserId::generate(), email: email.to_owned(), role, created_at: now };
         let row = UserRow {
             id: user.id.to_string(),
             email: user.email.clone(),
@@ -214,20 +169,12 @@ impl Accounts {
         };
         match self.db.insert_user(&row).await {
             Ok(()) => Ok(user),
-            Err(StoreError::UniqueViolation(_)) => Err(Error::AlreadyExists {
-                resource: "user",
-                id: email.to_owned(),
-            }),
+            Err(StoreError::UniqueViolation(_)) => Err(Error::AlreadyExists { resource: "user", id: email.to_owned() }),
             Err(e) => Err(e.into()),
         }
     }
 
-    pub async fn login(
-        &self,
-        ctx: &RequestContext,
-        email: &str,
-        password: &str,
-    ) -> Result<(User, TokenPair), Error> {
+    pub async fn login(&self, ctx: &RequestContext, email: &str, password: &str) -> Result<(User, TokenPair), Error> {
         let mut v = Violations::default();
         let email = v.check("email", auth::parse_email(email));
         if password.is_empty() {
@@ -247,101 +194,46 @@ impl Accounts {
         }
         let row = self.db.user_by_email(&email).await?;
         let verified = match &row {
-            Some(row) => self
-                .hasher
-                .verify(password, &row.password_hash)
-                .await
-                .map_err(password_error)?,
+            Some(row) => self.hasher.verify(password, &row.password_hash).await.map_err(password_error)?,
             None => {
-                self.hasher
-                    .verify_dummy(password)
-                    .await
-                    .map_err(password_error)?;
+                self.hasher.verify_dummy(password).await.map_err(password_error)?;
                 false
             }
         };
         let Some(row) = row.filter(|_| verified) else {
             self.throttle.record_failure(&account_key, ACCOUNT_BACKOFF);
             self.throttle.record_failure(&ip_key, IP_BACKOFF);
-            self.audit
-                .record(
-                    ctx,
-                    action::LOGIN_FAILED,
-                    &format!("email:{email}"),
-                    "UNAUTHENTICATED",
-                    "",
-                )
-                .await;
+            self.audit.record(ctx, action::LOGIN_FAILED, &format!("email:{email}"), "UNAUTHENTICATED", "").await;
             return Err(Error::Unauthenticated(BAD_CREDENTIALS));
         };
         self.throttle.record_success(&account_key);
         let user = User::try_from(row)?;
         let (pair, session_id) = self.start_session(&user).await?;
-        let principal = Principal::User {
-            user_id: user.id,
-            role: user.role,
-            session_id,
-        };
-        let ctx = RequestContext {
-            principal,
-            ..ctx.clone()
-        };
-        self.audit
-            .record(
-                &ctx,
-                action::LOGIN_SUCCEEDED,
-                &format!("user:{}", user.id),
-                "OK",
-                "",
-            )
-            .await;
+        let principal = Principal::User { user_id: user.id, role: user.role, session_id };
+        let ctx = RequestContext { principal, ..ctx.clone() };
+        self.audit.record(&ctx, action::LOGIN_SUCCEEDED, &format!("user:{}", user.id), "OK", "").await;
         Ok((user, pair))
     }
 
     fn new_refresh_token(&self) -> (String, NewRefreshToken, Timestamp) {
         let token = secrets::generate(REFRESH_TOKEN_PREFIX);
         let expires_at = Timestamp(Timestamp::now().0 + self.refresh_ttl.as_micros() as i64);
-        let stored = NewRefreshToken {
-            hash: secrets::digest(&token),
-            expires_at: expires_at.0,
-        };
+        let stored = NewRefreshToken { hash: secrets::digest(&token), expires_at: expires_at.0 };
         (token, stored, expires_at)
     }
 
     async fn start_session(&self, user: &User) -> Result<(TokenPair, SessionId), Error> {
         let session_id = SessionId::generate();
         let (refresh_token, stored, refresh_expires_at) = self.new_refresh_token();
-        self.db
-            .create_session(
-                &session_id.to_string(),
-                &user.id.to_string(),
-                &stored,
-                Timestamp::now().0,
-            )
-            .await?;
+        self.db.create_session(&session_id.to_string(), &user.id.to_string(), &stored, Timestamp::now().0).await?;
         let access = self
             .tokens
-            .issue(
-                &user.id.to_string(),
-                user.role.as_str(),
-                &session_id.to_string(),
-            )
+            .issue(&user.id.to_string(), user.role.as_str(), &session_id.to_string())
             .map_err(|e| Error::Unexpected(anyhow::Error::new(e)))?;
-        Ok((
-            TokenPair {
-                access,
-                refresh_token,
-                refresh_expires_at,
-            },
-            session_id,
-        ))
+        Ok((TokenPair { access, refresh_token, refresh_expires_at }, session_id))
     }
 
-    pub async fn refresh(
-        &self,
-        ctx: &RequestContext,
-        refresh_token: &str,
-    ) -> Result<TokenPair, Error> {
+    pub async fn refresh(&self, ctx: &RequestContext, refresh_token: &str) -> Result<TokenPair, Error> {
         if refresh_token.is_empty() {
             return Err(Error::invalid("refresh_token", "is required"));
         }
@@ -349,26 +241,17 @@ impl Accounts {
             return Err(Error::Unauthenticated(BAD_REFRESH));
         }
         let (next_token, stored, refresh_expires_at) = self.new_refresh_token();
-        let outcome = self
-            .db
-            .rotate_refresh_token(&secrets::digest(refresh_token), &stored, Timestamp::now().0)
-            .await?;
+        let outcome =
+            self.db.rotate_refresh_token(&secrets::digest(refresh_token), &stored, Timestamp::now().0).await?;
         match outcome {
             RotateOutcome::Rotated { user, session_id } => {
                 let access = self
                     .tokens
                     .issue(&user.id, &user.role, &session_id)
                     .map_err(|e| Error::Unexpected(anyhow::Error::new(e)))?;
-                Ok(TokenPair {
-                    access,
-                    refresh_token: next_token,
-                    refresh_expires_at,
-                })
+                Ok(TokenPair { access, refresh_token: next_token, refresh_expires_at })
             }
-            RotateOutcome::Reused {
-                user_id,
-                session_id,
-            } => {
+            RotateOutcome::Reused { user_id, session_id } => {
                 tracing::warn!(user_id, session_id, "refresh token reuse: session revoked");
                 self.audit
                     .record(
@@ -394,51 +277,23 @@ impl Accounts {
         if refresh_token.len() > 256 {
             return Err(Error::Unauthenticated(BAD_REFRESH));
         }
-        let session = self
-            .db
-            .revoke_session_of_token(&secrets::digest(refresh_token), Timestamp::now().0)
-            .await?;
+        let session = self.db.revoke_session_of_token(&secrets::digest(refresh_token), Timestamp::now().0).await?;
         let session = session.ok_or(Error::Unauthenticated(BAD_REFRESH))?;
-        self.audit
-            .record(
-                ctx,
-                action::LOGGED_OUT,
-                &format!("session:{session}"),
-                "OK",
-                "",
-            )
-            .await;
+        self.audit.record(ctx, action::LOGGED_OUT, &format!("session:{session}"), "OK", "").await;
         Ok(())
     }
 
     pub async fn me(&self, ctx: &RequestContext) -> Result<User, Error> {
-        let user_id = ctx
-            .principal
-            .user_id()
-            .ok_or(Error::Unauthenticated("sign in first"))?;
+        let user_id = ctx.principal.user_id().ok_or(Error::Unauthenticated("sign in first"))?;
         let row = self.db.user_by_id(&user_id.to_string()).await?;
-        User::try_from(row.ok_or_else(|| Error::NotFound {
-            resource: "user",
-            id: user_id.to_string(),
-        })?)
+        User::try_from(row.ok_or_else(|| Error::NotFound { resource: "user", id: user_id.to_string() })?)
     }
 
-    pub async fn change_password(
-        &self,
-        ctx: &RequestContext,
-        current: &str,
-        new: &str,
-    ) -> Result<(), Error> {
+    pub async fn change_password(&self, ctx: &RequestContext, current: &str, new: &str) -> Result<(), Error> {
         let (user_id, session_id) = match &ctx.principal {
-            Principal::User {
-                user_id,
-                session_id,
-                ..
-            } => (*user_id, *session_id),
+            Principal::User { user_id, session_id, .. } => (*user_id, *session_id),
             Principal::ApiKey { .. } => {
-                return Err(Error::PermissionDenied(
-                    "API keys cannot change passwords".into(),
-                ));
+                return Err(Error::PermissionDenied("API keys cannot change passwords".into()));
             }
             Principal::Anonymous | Principal::System => {
                 return Err(Error::Unauthenticated("sign in first"));
@@ -450,56 +305,27 @@ impl Accounts {
         }
         v.check("new_password", auth::check_password(new));
         if !current.is_empty() && current == new {
-            v.check::<()>(
-                "new_password",
-                Err("must differ from the current password".into()),
-            );
+            v.check::<()>("new_password", Err("must differ from the current password".into()));
         }
         v.finish()?;
         let row = self
             .db
             .user_by_id(&user_id.to_string())
             .await?
-            .ok_or_else(|| Error::NotFound {
-                resource: "user",
-                id: user_id.to_string(),
-            })?;
-        if !self
-            .hasher
-            .verify(current, &row.password_hash)
-            .await
-            .map_err(password_error)?
-        {
+            .ok_or_else(|| Error::NotFound { resource: "user", id: user_id.to_string() })?;
+        if !self.hasher.verify(current, &row.password_hash).await.map_err(password_error)? {
             return Err(Error::invalid("current_password", "is incorrect"));
         }
         let hash = self.hasher.hash(new).await.map_err(password_error)?;
-        self.db
-            .change_password(
-                &row.id,
-                &hash,
-                Some(&session_id.to_string()),
-                Timestamp::now().0,
-            )
-            .await?;
+        self.db.change_password(&row.id, &hash, Some(&session_id.to_string()), Timestamp::now().0).await?;
         self.audit
-            .record(
-                ctx,
-                action::PASSWORD_CHANGED,
-                &format!("user:{user_id}"),
-                "OK",
-                "other sessions revoked",
-            )
+            .record(ctx, action::PASSWORD_CHANGED, &format!("user:{user_id}"), "OK", "other sessions revoked")
             .await;
         Ok(())
     }
 
     /// Changes a user's role (admin). Returns the user after the change and the old role.
-    pub async fn set_role(
-        &self,
-        ctx: &RequestContext,
-        user_id: &str,
-        role: RoleInput,
-    ) -> Result<(User, Role), Error> {
+    pub async fn set_role(&self, ctx: &RequestContext, user_id: &str, role: RoleInput) -> Result<(User, Role), Error> {
         let mut v = Violations::default();
         let target = v.check("user_id", user_id.parse::<UserId>());
         let role = match role {
@@ -508,30 +334,19 @@ impl Accounts {
             RoleInput::Unknown(n) => v.check("role", Err(format!("unknown role {n}"))),
         };
         v.finish()?;
-        let (Some(target), Some(role)) = (target, role) else {
-            unreachable!("checked above")
-        };
+        let (Some(target), Some(role)) = (target, role) else { unreachable!("checked above") };
         if ctx.principal.user_id() == Some(target) {
-            return Err(Error::FailedPrecondition(
-                "admins cannot change their own role".into(),
-            ));
+            return Err(Error::FailedPrecondition("admins cannot change their own role".into()));
         }
         let old = self
             .db
             .set_role(&target.to_string(), role.as_str(), Timestamp::now().0)
             .await?
             .map_err(|_| Error::FailedPrecondition("the last admin cannot be demoted".into()))?
-            .ok_or_else(|| Error::NotFound {
-                resource: "user",
-                id: target.to_string(),
-            })?;
-        let old = Role::parse(&old)
-            .ok_or_else(|| Error::Unexpected(anyhow::anyhow!("unreadable role `{old}`")))?;
+            .ok_or_else(|| Error::NotFound { resource: "user", id: target.to_string() })?;
+        let old = Role::parse(&old).ok_or_else(|| Error::Unexpected(anyhow::anyhow!("unreadable role `{old}`")))?;
         let row = self.db.user_by_id(&target.to_string()).await?;
-        let user = User::try_from(row.ok_or_else(|| Error::NotFound {
-            resource: "user",
-            id: target.to_string(),
-        })?)?;
+        let user = User::try_from(row.ok_or_else(|| Error::NotFound { resource: "user", id: target.to_string() })?)?;
         Ok((user, old))
     }
 
@@ -556,26 +371,15 @@ impl Accounts {
         let scope = scope_digest(&format!("users|{email}|{role:?}"));
         let after = match page_token {
             "" => None,
-            token => Some(
-                listing::decode_cursor(token, &scope)
-                    .map_err(|why| Error::invalid("page_token", why))?,
-            ),
+            token => Some(listing::decode_cursor(token, &scope).map_err(|why| Error::invalid("page_token", why))?),
         };
         let filter = (!email.is_empty()).then_some(email.as_str());
-        let mut rows = self
-            .db
-            .list_users(filter, role.map(Role::as_str), after, limit as i64 + 1)
-            .await?;
+        let mut rows = self.db.list_users(filter, role.map(Role::as_str), after, limit as i64 + 1).await?;
         let next = (rows.len() > limit).then(|| {
             rows.truncate(limit);
             let last = rows.last().expect("limit is at least 1");
             listing::encode_cursor(&scope, last.created_at, &last.id)
         });
-        Ok((
-            rows.into_iter()
-                .map(User::try_from)
-                .collect::<Result<_, _>>()?,
-            next,
-        ))
+        Ok((rows.into_iter().map(User::try_from).collect::<Result<_, _>>()?, next))
     }
 }

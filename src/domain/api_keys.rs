@@ -64,19 +64,13 @@ impl ApiKeys {
         if secret.len() > 256 || !secret.starts_with(SECRET_PREFIX) {
             return Err(Error::Unauthenticated(INVALID));
         }
-        let (row, role) = self
-            .db
-            .api_key_by_hash(&secrets::digest(secret))
-            .await?
-            .ok_or(Error::Unauthenticated(INVALID))?;
+        let (row, role) =
+            self.db.api_key_by_hash(&secrets::digest(secret)).await?.ok_or(Error::Unauthenticated(INVALID))?;
         let now = Timestamp::now().0;
         if row.revoked_at.is_some() || row.expires_at.is_some_and(|e| e <= now) {
             return Err(Error::Unauthenticated(INVALID));
         }
-        if row
-            .last_used_at
-            .is_none_or(|t| now - t > TOUCH_INTERVAL_MICROS)
-        {
+        if row.last_used_at.is_none_or(|t| now - t > TOUCH_INTERVAL_MICROS) {
             let (db, id) = (self.db.clone(), row.id.clone());
             tokio::spawn(async move {
                 if let Err(e) = db.touch_api_key(&id, now).await {
@@ -85,13 +79,8 @@ impl ApiKeys {
             });
         }
         let key = ApiKey::try_from(row)?;
-        let role = Role::parse(&role)
-            .ok_or_else(|| Error::Unexpected(anyhow::anyhow!("unreadable role `{role}`")))?;
-        Ok(Principal::ApiKey {
-            key_id: key.id,
-            user_id: key.user_id,
-            role,
-        })
+        let role = Role::parse(&role).ok_or_else(|| Error::Unexpected(anyhow::anyhow!("unreadable role `{role}`")))?;
+        Ok(Principal::ApiKey { key_id: key.id, user_id: key.user_id, role })
     }
 
     /// Creates a key acting as `user_id`; returns it and its secret, which is never shown again.
@@ -105,10 +94,7 @@ impl ApiKeys {
         let user = v.check("user_id", user_id.parse::<UserId>());
         let name = display_name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            v.check::<()>(
-                "display_name",
-                Err("must have 1–100 characters without control characters".into()),
-            );
+            v.check::<()>("display_name", Err("must have 1–100 characters without control characters".into()));
         }
         let now = Timestamp::now();
         if let Some(t) = expire_time {
@@ -121,10 +107,7 @@ impl ApiKeys {
         v.finish()?;
         let user = user.expect("checked above");
         if self.db.user_by_id(&user.to_string()).await?.is_none() {
-            return Err(Error::NotFound {
-                resource: "user",
-                id: user.to_string(),
-            });
+            return Err(Error::NotFound { resource: "user", id: user.to_string() });
         }
         let secret = secrets::generate(SECRET_PREFIX);
         let key = ApiKey {
@@ -155,14 +138,8 @@ impl ApiKeys {
 
     pub async fn revoke(&self, id: &str) -> Result<ApiKey, Error> {
         let id: ApiKeyId = id.parse().map_err(|why| Error::invalid("id", why))?;
-        let row = self
-            .db
-            .revoke_api_key(&id.to_string(), Timestamp::now().0)
-            .await?;
-        ApiKey::try_from(row.ok_or_else(|| Error::NotFound {
-            resource: "api key",
-            id: id.to_string(),
-        })?)
+        let row = self.db.revoke_api_key(&id.to_string(), Timestamp::now().0).await?;
+        ApiKey::try_from(row.ok_or_else(|| Error::NotFound { resource: "api key", id: id.to_string() })?)
     }
 
     pub async fn list(
@@ -173,36 +150,23 @@ impl ApiKeys {
         page_token: &str,
     ) -> Result<(Vec<ApiKey>, Option<String>), Error> {
         let mut v = Violations::default();
-        let user = (!user_id.is_empty())
-            .then(|| v.check("user_id", user_id.parse::<UserId>()))
-            .flatten();
+        let user = (!user_id.is_empty()).then(|| v.check("user_id", user_id.parse::<UserId>())).flatten();
         let limit = v.check("page_size", listing::page_size(page_size));
         v.finish()?;
         let limit = limit.expect("checked above");
         let scope = scope_digest(&format!("api_keys|{user_id}|{show_inactive}"));
         let after = match page_token {
             "" => None,
-            token => Some(
-                listing::decode_cursor(token, &scope)
-                    .map_err(|why| Error::invalid("page_token", why))?,
-            ),
+            token => Some(listing::decode_cursor(token, &scope).map_err(|why| Error::invalid("page_token", why))?),
         };
         let active_at = (!show_inactive).then(|| Timestamp::now().0);
         let user = user.map(|u| u.to_string());
-        let mut rows = self
-            .db
-            .list_api_keys(user.as_deref(), active_at, after, limit as i64 + 1)
-            .await?;
+        let mut rows = self.db.list_api_keys(user.as_deref(), active_at, after, limit as i64 + 1).await?;
         let next = (rows.len() > limit).then(|| {
             rows.truncate(limit);
             let last = rows.last().expect("limit is at least 1");
             listing::encode_cursor(&scope, last.created_at, &last.id)
         });
-        Ok((
-            rows.into_iter()
-                .map(ApiKey::try_from)
-                .collect::<Result<_, _>>()?,
-            next,
-        ))
+        Ok((rows.into_iter().map(ApiKey::try_from).collect::<Result<_, _>>()?, next))
     }
 }

@@ -67,14 +67,7 @@ impl Audit {
 
     /// Records an event. A failure to audit is logged, not returned: the action it describes has
     /// already happened (or been refused) and the caller's answer must not change because of it.
-    pub async fn record(
-        &self,
-        ctx: &RequestContext,
-        action: &str,
-        resource: &str,
-        status_code: &str,
-        reason: &str,
-    ) {
+    pub async fn record(&self, ctx: &RequestContext, action: &str, resource: &str, status_code: &str, reason: &str) {
         let row = NewAuditRow {
             event_time: Timestamp::now().0,
             principal: ctx.principal.audit_name(),
@@ -97,8 +90,7 @@ impl Audit {
         page_size: i32,
         page_token: &str,
     ) -> Result<(Vec<AuditEvent>, Option<String>), Error> {
-        let limit =
-            listing::page_size(page_size).map_err(|why| Error::invalid("page_size", why))?;
+        let limit = listing::page_size(page_size).map_err(|why| Error::invalid("page_size", why))?;
         if let (Some(start), Some(end)) = (filter.start_time, filter.end_time)
             && start > end
         {
@@ -108,20 +100,15 @@ impl Audit {
         let after = match page_token {
             "" => None,
             token => {
-                let (t, id) = listing::decode_cursor(token, &scope)
-                    .map_err(|why| Error::invalid("page_token", why))?;
+                let (t, id) = listing::decode_cursor(token, &scope).map_err(|why| Error::invalid("page_token", why))?;
                 Some((
                     t,
-                    id.parse::<i64>().map_err(|_| {
-                        Error::invalid("page_token", "is not a page token issued for this listing")
-                    })?,
+                    id.parse::<i64>()
+                        .map_err(|_| Error::invalid("page_token", "is not a page token issued for this listing"))?,
                 ))
             }
         };
-        let mut rows = self
-            .db
-            .list_audit_events(&filter, after, limit as i64 + 1)
-            .await?;
+        let mut rows = self.db.list_audit_events(&filter, after, limit as i64 + 1).await?;
         let next = (rows.len() > limit).then(|| {
             rows.truncate(limit);
             let last = rows.last().expect("limit is at least 1");

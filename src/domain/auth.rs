@@ -122,11 +122,7 @@ pub struct RequestContext {
 impl RequestContext {
     /// A context for work the system does on its own behalf (CLI, start-up).
     pub fn system() -> Self {
-        Self {
-            principal: Principal::System,
-            client_ip: String::new(),
-            request_id: "system".into(),
-        }
+        Self { principal: Principal::System, client_ip: String::new(), request_id: "system".into() }
     }
 }
 
@@ -155,20 +151,14 @@ pub fn parse_email(raw: &str) -> Result<String, String> {
         }
         None => false,
     };
-    if valid {
-        Ok(email)
-    } else {
-        Err("must be an email address like name@example.com".into())
-    }
+    if valid { Ok(email) } else { Err("must be an email address like name@example.com".into()) }
 }
 
 /// Passwords: 8–128 code points, anything allowed (NIST SP 800-63B: length, not composition).
 pub fn check_password(raw: &str) -> Result<(), String> {
     let n = raw.chars().count();
     if n < PASSWORD_MIN_CHARS {
-        Err(format!(
-            "must have at least {PASSWORD_MIN_CHARS} characters"
-        ))
+        Err(format!("must have at least {PASSWORD_MIN_CHARS} characters"))
     } else if n > PASSWORD_MAX_CHARS {
         Err(format!("must have at most {PASSWORD_MAX_CHARS} characters"))
     } else {
@@ -182,19 +172,8 @@ mod tests {
 
     #[test]
     fn emails_are_normalised() {
-        assert_eq!(
-            parse_email("  Ada@Example.COM ").unwrap(),
-            "ada@example.com"
-        );
-        for bad in [
-            "",
-            "ada",
-            "ada@",
-            "@example.com",
-            "ada@example",
-            "a b@example.com",
-            "ada@@example.com",
-        ] {
+        assert_eq!(parse_email("  Ada@Example.COM ").unwrap(), "ada@example.com");
+        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "ada@@example.com"] {
             assert!(parse_email(bad).is_err(), "{bad}");
         }
     }

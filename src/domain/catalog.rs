@@ -7,8 +7,8 @@ use super::{
     error::{Error, Violations},
     listing::{self, Cursor, ListQuery, ProductFilter, ProductSort},
     product::{
-        self, Category, CategoryId, Money, Product, ProductId, ProductInput, ProductPatch,
-        ProductStatus, Seller, SellerId, StatusInput, Timestamp,
+        self, Category, CategoryId, Money, Product, ProductId, ProductInput, ProductPatch, ProductStatus, Seller,
+        SellerId, StatusInput, Timestamp,
     },
 };
 use crate::store::{Db, StoreError, catalog::WriteError};
@@ -16,15 +16,8 @@ use crate::store::{Db, StoreError, catalog::WriteError};
 pub const MAX_BATCH_GET: usize = 100;
 
 /// The paths an update mask may name.
-pub const UPDATABLE_FIELDS: &[&str] = &[
-    "name",
-    "description",
-    "price",
-    "category_id",
-    "image_urls",
-    "embedding",
-    "status",
-];
+pub const UPDATABLE_FIELDS: &[&str] =
+    &["name", "description", "price", "category_id", "image_urls", "embedding", "status"];
 
 #[derive(Clone)]
 pub struct Catalog {
@@ -57,20 +50,12 @@ fn parse_id<T: std::str::FromStr<Err = String>>(field: &str, raw: &str) -> Resul
     raw.parse().map_err(|why| Error::invalid(field, why))
 }
 
-fn write_error(
-    e: WriteError,
-    id: impl FnOnce() -> String,
-    category: impl FnOnce() -> String,
-) -> Error {
+fn write_error(e: WriteError, id: impl FnOnce() -> String, category: impl FnOnce() -> String) -> Error {
     match e {
-        WriteError::ProductNotFound => Error::NotFound {
-            resource: "product",
-            id: id(),
-        },
-        WriteError::CategoryNotFound => Error::invalid(
-            "category_id",
-            format!("category `{}` does not exist", category()),
-        ),
+        WriteError::ProductNotFound => Error::NotFound { resource: "product", id: id() },
+        WriteError::CategoryNotFound => {
+            Error::invalid("category_id", format!("category `{}` does not exist", category()))
+        }
         WriteError::SellerNotFound => Error::invalid("seller_id", "is not a seller you manage"),
         WriteError::Store(e) => e.into(),
     }
@@ -94,36 +79,24 @@ impl Catalog {
         let id = v.check("id", id.parse::<CategoryId>());
         let display_name = v.check("display_name", product::parse_category_name(display_name));
         v.finish()?;
-        let (Some(id), Some(display_name)) = (id, display_name) else {
-            unreachable!("checked above")
-        };
+        let (Some(id), Some(display_name)) = (id, display_name) else { unreachable!("checked above") };
         let category = Category { id, display_name };
         match self.db.insert_category(category.clone()).await {
             Ok(()) => Ok(category),
-            Err(StoreError::UniqueViolation(_)) => Err(Error::AlreadyExists {
-                resource: "category",
-                id: category.id.to_string(),
-            }),
+            Err(StoreError::UniqueViolation(_)) => {
+                Err(Error::AlreadyExists { resource: "category", id: category.id.to_string() })
+            }
             Err(e) => Err(e.into()),
         }
     }
 
     /// Creates a seller profile. A seller's profile is theirs to manage (one per user); one an
     /// admin creates is managed by admins.
-    pub async fn create_seller(
-        &self,
-        ctx: &RequestContext,
-        display_name: &str,
-    ) -> Result<Seller, Error> {
+    pub async fn create_seller(&self, ctx: &RequestContext, display_name: &str) -> Result<Seller, Error> {
         let owner = ctx.principal.write_scope()?;
-        let display_name = product::parse_seller_name(display_name)
-            .map_err(|why| Error::invalid("display_name", why))?;
-        let seller = Seller {
-            id: SellerId::generate(),
-            display_name,
-            created_at: Timestamp::now(),
-            owner,
-        };
+        let display_name =
+            product::parse_seller_name(display_name).map_err(|why| Error::invalid("display_name", why))?;
+        let seller = Seller { id: SellerId::generate(), display_name, created_at: Timestamp::now(), owner };
         match self.db.insert_seller(&seller).await {
             Ok(()) => Ok(seller),
             Err(StoreError::UniqueViolation(_)) => Err(Error::AlreadyExists {
@@ -136,13 +109,7 @@ impl Catalog {
 
     pub async fn get_seller(&self, id: &str) -> Result<Seller, Error> {
         let id: SellerId = parse_id("id", id)?;
-        self.db
-            .get_seller(id)
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                resource: "seller",
-                id: id.to_string(),
-            })
+        self.db.get_seller(id).await?.ok_or_else(|| Error::NotFound { resource: "seller", id: id.to_string() })
     }
 
     pub async fn get_product(&self, id: &str) -> Result<Product, Error> {
@@ -151,22 +118,13 @@ impl Catalog {
             .get_products(&[id])
             .await?
             .pop()
-            .ok_or_else(|| Error::NotFound {
-                resource: "product",
-                id: id.to_string(),
-            })
+            .ok_or_else(|| Error::NotFound { resource: "product", id: id.to_string() })
     }
 
     /// Returns the live products among `ids` in request order, and the ids that were not found.
-    pub async fn batch_get_products(
-        &self,
-        ids: &[String],
-    ) -> Result<(Vec<Product>, Vec<String>), Error> {
+    pub async fn batch_get_products(&self, ids: &[String]) -> Result<(Vec<Product>, Vec<String>), Error> {
         if ids.is_empty() || ids.len() > MAX_BATCH_GET {
-            return Err(Error::invalid(
-                "ids",
-                format!("must have 1–{MAX_BATCH_GET} entries (has {})", ids.len()),
-            ));
+            return Err(Error::invalid("ids", format!("must have 1–{MAX_BATCH_GET} entries (has {})", ids.len())));
         }
         let mut v = Violations::default();
         let mut seen = HashSet::new();
@@ -195,72 +153,42 @@ impl Catalog {
             (!raw.is_empty()).then_some(raw)
         }
         let filter = ProductFilter {
-            category_id: non_empty(&request.category_id)
-                .and_then(|raw| v.check("filter.category_id", raw.parse())),
-            seller_id: non_empty(&request.seller_id)
-                .and_then(|raw| v.check("filter.seller_id", raw.parse())),
+            category_id: non_empty(&request.category_id).and_then(|raw| v.check("filter.category_id", raw.parse())),
+            seller_id: non_empty(&request.seller_id).and_then(|raw| v.check("filter.seller_id", raw.parse())),
             min_price_minor: match request.min_price_minor {
                 0 => None,
-                n => v.check(
-                    "filter.min_price_minor",
-                    if n < 0 {
-                        Err("must not be negative".into())
-                    } else {
-                        Ok(n)
-                    },
-                ),
+                n => v.check("filter.min_price_minor", if n < 0 { Err("must not be negative".into()) } else { Ok(n) }),
             },
             max_price_minor: match request.max_price_minor {
                 0 => None,
-                n => v.check(
-                    "filter.max_price_minor",
-                    if n < 0 {
-                        Err("must not be negative".into())
-                    } else {
-                        Ok(n)
-                    },
-                ),
+                n => v.check("filter.max_price_minor", if n < 0 { Err("must not be negative".into()) } else { Ok(n) }),
             },
-            currency: non_empty(&request.currency_code)
-                .and_then(|raw| v.check("filter.currency_code", raw.parse())),
+            currency: non_empty(&request.currency_code).and_then(|raw| v.check("filter.currency_code", raw.parse())),
             status: match request.status {
                 None | Some(StatusInput::Unspecified) => None,
                 Some(StatusInput::Known(s)) => Some(s),
-                Some(StatusInput::Unknown(n)) => {
-                    v.check("filter.status", Err(format!("unknown status {n}")))
-                }
+                Some(StatusInput::Unknown(n)) => v.check("filter.status", Err(format!("unknown status {n}"))),
             },
         };
         if let (Some(min), Some(max)) = (filter.min_price_minor, filter.max_price_minor)
             && min > max
         {
-            v.check::<()>(
-                "filter.max_price_minor",
-                Err("must not be below min_price_minor".into()),
-            );
+            v.check::<()>("filter.max_price_minor", Err("must not be below min_price_minor".into()));
         }
         let limit = v.check("page_size", listing::page_size(request.page_size));
         v.finish()?;
         let sort = request.sort.unwrap_or(ProductSort::Newest);
         let after = match request.page_token.as_str() {
             "" => None,
-            token => Some(
-                listing::decode_token(token, &filter, sort)
-                    .map_err(|why| Error::invalid("page_token", why))?,
-            ),
+            token => {
+                Some(listing::decode_token(token, &filter, sort).map_err(|why| Error::invalid("page_token", why))?)
+            }
         };
         let limit = limit.unwrap_or(listing::DEFAULT_PAGE_SIZE);
 
         // One extra row tells whether another page exists without a second query.
-        let mut products = self
-            .db
-            .list_products(&ListQuery {
-                filter: filter.clone(),
-                sort,
-                after,
-                limit: limit + 1,
-            })
-            .await?;
+        let mut products =
+            self.db.list_products(&ListQuery { filter: filter.clone(), sort, after, limit: limit + 1 }).await?;
         let next_page_token = (products.len() > limit).then(|| {
             products.truncate(limit);
             let last = products.last().expect("limit is at least 1");
@@ -270,32 +198,19 @@ impl Catalog {
             };
             listing::encode_token(&filter, sort, Cursor { key, id: last.id })
         });
-        Ok(Page {
-            products,
-            next_page_token,
-        })
+        Ok(Page { products, next_page_token })
     }
 
-    pub async fn create_product(
-        &self,
-        ctx: &RequestContext,
-        input: ProductInput,
-    ) -> Result<Product, Error> {
+    pub async fn create_product(&self, ctx: &RequestContext, input: ProductInput) -> Result<Product, Error> {
         let owner = ctx.principal.write_scope()?;
         let mut v = Violations::default();
         let name = v.check("name", product::parse_product_name(&input.name));
-        let description = v.check(
-            "description",
-            product::parse_description(&input.description),
-        );
+        let description = v.check("description", product::parse_description(&input.description));
         let price = self.check_price(&mut v, input.price.as_ref());
         let category_id = v.check("category_id", input.category_id.parse::<CategoryId>());
         let seller_id = v.check("seller_id", input.seller_id.parse::<SellerId>());
         let image_urls = v.check("image_urls", product::parse_image_urls(&input.image_urls));
-        let embedding = v.check(
-            "embedding",
-            product::parse_embedding(&input.embedding, self.embedding_dim),
-        );
+        let embedding = v.check("embedding", product::parse_embedding(&input.embedding, self.embedding_dim));
         let status = match input.status.unwrap_or(StatusInput::Unspecified) {
             StatusInput::Unspecified => Some(ProductStatus::Draft),
             StatusInput::Known(s) => Some(s),
@@ -311,16 +226,7 @@ impl Catalog {
             Some(image_urls),
             Some(embedding),
             Some(status),
-        ) = (
-            name,
-            description,
-            price,
-            category_id,
-            seller_id,
-            image_urls,
-            embedding,
-            status,
-        )
+        ) = (name, description, price, category_id, seller_id, image_urls, embedding, status)
         else {
             unreachable!("every field was checked above")
         };
@@ -338,13 +244,10 @@ impl Catalog {
             created_at: now,
             updated_at: now,
         };
-        self.db.insert_product(&product, owner).await.map_err(|e| {
-            write_error(
-                e,
-                || product.id.to_string(),
-                || product.category_id.to_string(),
-            )
-        })?;
+        self.db
+            .insert_product(&product, owner)
+            .await
+            .map_err(|e| write_error(e, || product.id.to_string(), || product.category_id.to_string()))?;
         Ok(product)
     }
 
@@ -361,10 +264,7 @@ impl Catalog {
         if paths.is_empty() {
             return Err(Error::invalid(
                 "update_mask",
-                format!(
-                    "is required; allowed paths: {}",
-                    UPDATABLE_FIELDS.join(", ")
-                ),
+                format!("is required; allowed paths: {}", UPDATABLE_FIELDS.join(", ")),
             ));
         }
         let mut v = Violations::default();
@@ -373,70 +273,44 @@ impl Catalog {
             match path.as_str() {
                 "name" => patch.name = v.check("name", product::parse_product_name(&input.name)),
                 "description" => {
-                    patch.description = v.check(
-                        "description",
-                        product::parse_description(&input.description),
-                    )
+                    patch.description = v.check("description", product::parse_description(&input.description))
                 }
                 "price" | "price.amount_minor" | "price.currency_code" => {
                     patch.price = self.check_price(&mut v, input.price.as_ref());
                 }
-                "category_id" => {
-                    patch.category_id = v.check("category_id", input.category_id.parse())
-                }
-                "image_urls" => {
-                    patch.image_urls =
-                        v.check("image_urls", product::parse_image_urls(&input.image_urls))
-                }
+                "category_id" => patch.category_id = v.check("category_id", input.category_id.parse()),
+                "image_urls" => patch.image_urls = v.check("image_urls", product::parse_image_urls(&input.image_urls)),
                 "embedding" => {
-                    patch.embedding = v.check(
-                        "embedding",
-                        product::parse_embedding(&input.embedding, self.embedding_dim),
-                    );
+                    patch.embedding =
+                        v.check("embedding", product::parse_embedding(&input.embedding, self.embedding_dim));
                 }
                 "status" => {
                     patch.status = match input.status.unwrap_or(StatusInput::Unspecified) {
                         StatusInput::Known(s) => Some(s),
-                        StatusInput::Unspecified => v.check(
-                            "status",
-                            Err("must be set when named in update_mask".into()),
-                        ),
-                        StatusInput::Unknown(n) => {
-                            v.check("status", Err(format!("unknown status {n}")))
+                        StatusInput::Unspecified => {
+                            v.check("status", Err("must be set when named in update_mask".into()))
                         }
+                        StatusInput::Unknown(n) => v.check("status", Err(format!("unknown status {n}"))),
                     };
                 }
                 other => {
                     v.check::<()>(
                         "update_mask",
-                        Err(format!(
-                            "unknown or read-only path `{other}`; allowed: {}",
-                            UPDATABLE_FIELDS.join(", ")
-                        )),
+                        Err(format!("unknown or read-only path `{other}`; allowed: {}", UPDATABLE_FIELDS.join(", "))),
                     );
                 }
             }
         }
         v.finish()?;
-        let category = patch
-            .category_id
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        self.db
-            .update_product(id, patch, owner)
-            .await
-            .map_err(|e| write_error(e, || id.to_string(), || category))
+        let category = patch.category_id.as_ref().map(ToString::to_string).unwrap_or_default();
+        self.db.update_product(id, patch, owner).await.map_err(|e| write_error(e, || id.to_string(), || category))
     }
 
     /// Soft-deletes a product. Another seller's product is NOT_FOUND.
     pub async fn delete_product(&self, ctx: &RequestContext, id: &str) -> Result<(), Error> {
         let owner = ctx.principal.write_scope()?;
         let id: ProductId = parse_id("id", id)?;
-        self.db
-            .delete_product(id, owner)
-            .await
-            .map_err(|e| write_error(e, || id.to_string(), String::new))
+        self.db.delete_product(id, owner).await.map_err(|e| write_error(e, || id.to_string(), String::new))
     }
 
     fn check_price(&self, v: &mut Violations, price: Option<&(i64, String)>) -> Option<Money> {
@@ -445,9 +319,6 @@ impl Catalog {
         };
         let amount = v.check("price.amount_minor", product::parse_amount(*amount));
         let currency = v.check("price.currency_code", currency.parse());
-        Some(Money {
-            amount_minor: amount?,
-            currency: currency?,
-        })
+        Some(Money { amount_minor: amount?, currency: currency? })
     }
 }

@@ -28,10 +28,7 @@ pub enum Error {
     FailedPrecondition(String),
     /// Too many attempts; the caller may retry after the delay.
     #[error("{message}")]
-    ResourceExhausted {
-        message: String,
-        retry_after: std::time::Duration,
-    },
+    ResourceExhausted { message: String, retry_after: std::time::Duration },
     #[error("storage unavailable")]
     Unavailable(#[source] StoreError),
     /// A dependency other than storage is saturated or down; retry later.
@@ -42,19 +39,12 @@ pub enum Error {
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
-    violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ")
+    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
 }
 
 impl Error {
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self::InvalidArgument(vec![FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        }])
+        Self::InvalidArgument(vec![FieldViolation { field: field.into(), description: description.into() }])
     }
 
     /// Prefixes every field path, e.g. `name` → `product.name`, so paths match the request.
@@ -63,10 +53,7 @@ impl Error {
             Self::InvalidArgument(violations) => Self::InvalidArgument(
                 violations
                     .into_iter()
-                    .map(|v| FieldViolation {
-                        field: format!("{parent}.{}", v.field),
-                        ..v
-                    })
+                    .map(|v| FieldViolation { field: format!("{parent}.{}", v.field), ..v })
                     .collect(),
             ),
             other => other,
@@ -93,10 +80,7 @@ impl Violations {
         match result {
             Ok(value) => Some(value),
             Err(description) => {
-                self.0.push(FieldViolation {
-                    field: field.to_owned(),
-                    description,
-                });
+                self.0.push(FieldViolation { field: field.to_owned(), description });
                 None
             }
         }
@@ -104,10 +88,6 @@ impl Violations {
 
     /// Ok when nothing was recorded.
     pub fn finish(self) -> Result<(), Error> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::InvalidArgument(self.0))
-        }
+        if self.0.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(self.0)) }
     }
 }

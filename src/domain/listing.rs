@@ -91,18 +91,10 @@ pub fn page_size(requested: i32) -> Result<usize, String> {
 
 /// Encodes a product cursor; see [`encode_cursor`].
 pub fn encode_token(filter: &ProductFilter, sort: ProductSort, cursor: Cursor) -> String {
-    encode_cursor(
-        &filter.fingerprint(sort),
-        cursor.key,
-        &cursor.id.to_string(),
-    )
+    encode_cursor(&filter.fingerprint(sort), cursor.key, &cursor.id.to_string())
 }
 
-pub fn decode_token(
-    token: &str,
-    filter: &ProductFilter,
-    sort: ProductSort,
-) -> Result<Cursor, String> {
+pub fn decode_token(token: &str, filter: &ProductFilter, sort: ProductSort) -> Result<Cursor, String> {
     let (key, id) = decode_cursor(token, &filter.fingerprint(sort))?;
     let id = id.parse().map_err(|_| INVALID_TOKEN.to_owned())?;
     Ok(Cursor { key, id })
@@ -114,11 +106,7 @@ const INVALID_TOKEN: &str = "is not a page token issued for this listing";
 /// with a checksum, so corrupted or hand-edited tokens are refused rather than silently starting
 /// somewhere else, and a token can't be replayed against another listing.
 pub fn encode_cursor(scope: &str, key: i64, id: &str) -> String {
-    let body = TokenBody {
-        f: scope.to_owned(),
-        k: key,
-        i: id.to_owned(),
-    };
+    let body = TokenBody { f: scope.to_owned(), k: key, i: id.to_owned() };
     let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
     let check = checksum(&bytes);
     bytes.extend_from_slice(&check);
@@ -126,9 +114,7 @@ pub fn encode_cursor(scope: &str, key: i64, id: &str) -> String {
 }
 
 pub fn decode_cursor(token: &str, scope: &str) -> Result<(i64, String), String> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| INVALID_TOKEN.to_owned())?;
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| INVALID_TOKEN.to_owned())?;
     if bytes.len() < 9 {
         return Err(INVALID_TOKEN.into());
     }
@@ -149,9 +135,7 @@ pub fn scope_digest(canonical: &str) -> String {
 }
 
 fn checksum(bytes: &[u8]) -> [u8; 8] {
-    let digest = Sha256::new_with_prefix(b"soko.page-token.v1")
-        .chain_update(bytes)
-        .finalize();
+    let digest = Sha256::new_with_prefix(b"soko.page-token.v1").chain_update(bytes).finalize();
     let mut out = [0; 8];
     out.copy_from_slice(&digest[..8]);
     out
@@ -168,22 +152,14 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_refuse_tampering() {
         let filter = ProductFilter::default();
-        let cursor = Cursor {
-            key: 42,
-            id: ProductId::generate(),
-        };
+        let cursor = Cursor { key: 42, id: ProductId::generate() };
         let token = encode_token(&filter, ProductSort::Newest, cursor);
-        assert_eq!(
-            decode_token(&token, &filter, ProductSort::Newest),
-            Ok(cursor)
-        );
+        assert_eq!(decode_token(&token, &filter, ProductSort::Newest), Ok(cursor));
         assert!(decode_token(&token, &filter, ProductSort::PriceAsc).is_err());
 
         let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
         bytes[10] ^= 1;
-        assert!(
-            decode_token(&URL_SAFE_NO_PAD.encode(bytes), &filter, ProductSort::Newest).is_err()
-        );
+        assert!(decode_token(&URL_SAFE_NO_PAD.encode(bytes), &filter, ProductSort::Newest).is_err());
         assert!(decode_token("garbage!", &filter, ProductSort::Newest).is_err());
     }
 

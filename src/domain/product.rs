@@ -40,11 +40,8 @@ impl FromStr for CategoryId {
             return Err("is required".into());
         }
         let ok = (2..=40).contains(&raw.len())
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        ok.then(|| Self(raw.to_owned()))
-            .ok_or_else(|| "must be 2–40 characters of a-z, 0-9 and '-'".into())
+            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        ok.then(|| Self(raw.to_owned())).ok_or_else(|| "must be 2–40 characters of a-z, 0-9 and '-'".into())
     }
 }
 
@@ -59,11 +56,7 @@ impl fmt::Display for CategoryId {
 fn display_text(raw: &str, min: usize, max: usize, allow_newlines: bool) -> Result<String, String> {
     let chars = raw.chars().count();
     if raw.trim().chars().count() < min {
-        return Err(if min <= 1 {
-            "is required".into()
-        } else {
-            format!("must have at least {min} characters")
-        });
+        return Err(if min <= 1 { "is required".into() } else { format!("must have at least {min} characters") });
     }
     if chars > max {
         return Err(format!("must have at most {max} characters (has {chars})"));
@@ -109,10 +102,7 @@ impl FromStr for Currency {
             return Err("is required".into());
         }
         let bytes = raw.as_bytes();
-        if bytes.len() == 3
-            && bytes.iter().all(u8::is_ascii_uppercase)
-            && ISO_4217.split(' ').any(|c| c == raw)
-        {
+        if bytes.len() == 3 && bytes.iter().all(u8::is_ascii_uppercase) && ISO_4217.split(' ').any(|c| c == raw) {
             Ok(Self([bytes[0], bytes[1], bytes[2]]))
         } else {
             Err("must be an ISO-4217 code in upper case, e.g. KES".into())
@@ -141,22 +131,15 @@ pub fn parse_amount(amount_minor: i64) -> Result<i64, String> {
 /// characters.
 pub fn parse_image_urls(raw: &[String]) -> Result<Vec<String>, String> {
     if raw.len() > MAX_IMAGES {
-        return Err(format!(
-            "must have at most {MAX_IMAGES} entries (has {})",
-            raw.len()
-        ));
+        return Err(format!("must have at most {MAX_IMAGES} entries (has {})", raw.len()));
     }
     for (i, url) in raw.iter().enumerate() {
         let chars = url.chars().count();
         if chars == 0 || chars > IMAGE_URL_MAX_CHARS {
-            return Err(format!(
-                "entry {i} must have 1–{IMAGE_URL_MAX_CHARS} characters"
-            ));
+            return Err(format!("entry {i} must have 1–{IMAGE_URL_MAX_CHARS} characters"));
         }
         if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(format!(
-                "entry {i} must not contain whitespace or control characters"
-            ));
+            return Err(format!("entry {i} must not contain whitespace or control characters"));
         }
     }
     Ok(raw.to_vec())
@@ -168,10 +151,7 @@ pub fn parse_embedding(raw: &[f32], dim: usize) -> Result<Option<Vec<f32>>, Stri
         return Ok(None);
     }
     if raw.len() != dim {
-        return Err(format!(
-            "must have exactly {dim} values (has {})",
-            raw.len()
-        ));
+        return Err(format!("must have exactly {dim} values (has {})", raw.len()));
     }
     if let Some(i) = raw.iter().position(|v| !v.is_finite()) {
         return Err(format!("value {i} is not a finite number"));
@@ -220,9 +200,7 @@ pub struct Timestamp(pub i64);
 
 impl Timestamp {
     pub fn now() -> Self {
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Self(i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX))
     }
 }
@@ -284,15 +262,7 @@ pub struct ProductPatch {
 
 impl ProductPatch {
     pub fn apply(self, product: &mut Product) {
-        let Self {
-            name,
-            description,
-            price,
-            category_id,
-            image_urls,
-            embedding,
-            status,
-        } = self;
+        let Self { name, description, price, category_id, image_urls, embedding, status } = self;
         if let Some(v) = name {
             product.name = v;
         }

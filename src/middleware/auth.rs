@@ -48,9 +48,7 @@ fn credentials(headers: &HeaderMap) -> Credentials<'_> {
             return Credentials::Malformed;
         };
         return match value.split_once(' ') {
-            Some((scheme, token))
-                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-            {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
                 Credentials::Bearer(token.trim())
             }
             _ => Credentials::Malformed,
@@ -69,9 +67,7 @@ impl Identify {
             Credentials::None => Ok(Principal::Anonymous),
             Credentials::Bearer(token) => self.accounts.authenticate_access_token(token),
             Credentials::ApiKey(key) => self.api_keys.authenticate(key).await,
-            Credentials::Malformed => Err(Error::Unauthenticated(
-                "authorization must be `Bearer <access token>`",
-            )),
+            Credentials::Malformed => Err(Error::Unauthenticated("authorization must be `Bearer <access token>`")),
         }
     }
 }
@@ -81,33 +77,15 @@ impl Gate for Identify {
         if policy::is_exempt(request.uri().path()) {
             return Ok(Admit::default());
         }
-        let peer = request
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr);
-        let client_ip = client_ip(
-            peer.as_ref().map(SocketAddr::ip),
-            request.headers(),
-            &self.trusted_proxies,
-        )
-        .map(|ip| ip.to_string())
-        .unwrap_or_default();
-        let request_id = request
-            .extensions()
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
+        let peer = request.extensions().get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr);
+        let client_ip = client_ip(peer.as_ref().map(SocketAddr::ip), request.headers(), &self.trusted_proxies)
+            .map(|ip| ip.to_string())
             .unwrap_or_default();
+        let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
         // Invalid credentials are refused even on public methods: a client sending a bad token
         // has a bug it should hear about, not silently become anonymous.
-        let principal = self
-            .principal(request.headers())
-            .await
-            .map_err(Status::from)?;
-        request.extensions_mut().insert(RequestContext {
-            principal,
-            client_ip,
-            request_id,
-        });
+        let principal = self.principal(request.headers()).await.map_err(Status::from)?;
+        request.extensions_mut().insert(RequestContext { principal, client_ip, request_id });
         Ok(Admit::default())
     }
 }
@@ -121,39 +99,26 @@ pub struct Authorize {
 fn authorize(access: Access, principal: &Principal) -> Result<(), Error> {
     match (access, principal.role()) {
         (Access::Public, _) => Ok(()),
-        (_, None) => Err(Error::Unauthenticated(
-            "this method needs an access token or API key",
-        )),
+        (_, None) => Err(Error::Unauthenticated("this method needs an access token or API key")),
         (Access::Authenticated, Some(_)) => Ok(()),
         (Access::Role(required), Some(role)) if role.includes(required) => Ok(()),
-        (Access::Role(required), Some(_)) => Err(Error::PermissionDenied(format!(
-            "this method needs the {required} role"
-        ))),
+        (Access::Role(required), Some(_)) => {
+            Err(Error::PermissionDenied(format!("this method needs the {required} role")))
+        }
     }
 }
 
 impl Gate for Authorize {
     async fn check<B: Send>(&self, request: &mut http::Request<B>) -> Result<Admit, Refusal> {
         let path = request.uri().path();
-        let (Some(policy), Some(ctx)) = (
-            policy::policy(path),
-            request.extensions().get::<RequestContext>(),
-        ) else {
+        let (Some(policy), Some(ctx)) = (policy::policy(path), request.extensions().get::<RequestContext>()) else {
             return Ok(Admit::default());
         };
         if let Err(e) = authorize(policy.access, &ctx.principal) {
             let status = Status::from(e);
             if path.starts_with("/soko.admin.v1.AdminService/") {
                 let action = path.trim_start_matches('/').replace('/', ".");
-                self.audit
-                    .record(
-                        ctx,
-                        &action,
-                        "",
-                        code_name(status.code()),
-                        "refused by policy",
-                    )
-                    .await;
+                self.audit.record(ctx, &action, "", code_name(status.code()), "refused by policy").await;
             }
             return Err(status.into());
         }

@@ -20,10 +20,7 @@ impl FromStr for Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (raw, None),
         };
-        let addr: IpAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{raw}` is not an IP address or CIDR block"))?;
+        let addr: IpAddr = addr.trim().parse().map_err(|_| format!("`{raw}` is not an IP address or CIDR block"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
@@ -83,11 +80,7 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[Cidr]) ->
     if let Some(ip) = forwarded.iter().rev().find(|ip| !is_trusted(**ip)) {
         return Some(*ip);
     }
-    if let Some(ip) = headers
-        .get("x-real-ip")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-    {
+    if let Some(ip) = headers.get("x-real-ip").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()) {
         return Some(canonical(ip));
     }
     forwarded.first().copied().or(Some(peer))
@@ -100,10 +93,7 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
+            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
         h
     }
@@ -115,9 +105,7 @@ mod tests {
         assert!(net.contains("::ffff:10.1.2.3".parse().unwrap()));
         assert!(!net.contains("11.0.0.1".parse().unwrap()));
         let one: Cidr = "fd00::1".parse().unwrap();
-        assert!(
-            one.contains("fd00::1".parse().unwrap()) && !one.contains("fd00::2".parse().unwrap())
-        );
+        assert!(one.contains("fd00::1".parse().unwrap()) && !one.contains("fd00::2".parse().unwrap()));
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("nope".parse::<Cidr>().is_err());
     }
@@ -131,18 +119,9 @@ mod tests {
 
         let proxy: IpAddr = "10.0.0.5".parse().unwrap();
         let chain = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.9")]);
-        assert_eq!(
-            client_ip(Some(proxy), &chain, &trusted),
-            Some("198.51.100.7".parse().unwrap())
-        );
+        assert_eq!(client_ip(Some(proxy), &chain, &trusted), Some("198.51.100.7".parse().unwrap()));
         let real = headers(&[("x-real-ip", "198.51.100.8")]);
-        assert_eq!(
-            client_ip(Some(proxy), &real, &trusted),
-            Some("198.51.100.8".parse().unwrap())
-        );
-        assert_eq!(
-            client_ip(Some(proxy), &HeaderMap::new(), &trusted),
-            Some(proxy)
-        );
+        assert_eq!(client_ip(Some(proxy), &real, &trusted), Some("198.51.100.8".parse().unwrap()));
+        assert_eq!(client_ip(Some(proxy), &HeaderMap::new(), &trusted), Some(proxy));
     }
 }

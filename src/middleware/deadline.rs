@@ -42,10 +42,7 @@ pub struct DeadlineLayer {
 impl<S> Layer<S> for DeadlineLayer {
     type Service = Deadline<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Deadline {
-            inner,
-            default: self.default,
-        }
+        Deadline { inner, default: self.default }
     }
 }
 
@@ -59,6 +56,7 @@ impl<S, B> Service<http::Request<B>> for Deadline<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -76,17 +74,18 @@ where
             .and_then(parse_grpc_timeout)
             .map(|d| d.saturating_sub(CLIENT_DEADLINE_MARGIN));
         let deadline = client.map_or(self.default, |c| c.min(self.default));
-        let future = self.inner.call(request);
+        let mut future = Box::pin(self.inner.call(request));
         Box::pin(async move {
-            match tokio::time::timeout(deadline, future).await {
-                Ok(result) => result,
-                Err(_) => {
+            tokio::select! {
+                result = &mut future => result,
+                () = tokio::time::sleep(deadline) => {
+                    // Dropping an abandoned SQLite call waits for its blocking query to finish
+                    // (diesel-async keeps the connection consistent that way); do that off the
+                    // async workers so the answer goes out now.
+                    tokio::task::spawn_blocking(move || drop(future));
                     metrics::counter!("soko_requests_deadline_exceeded_total").increment(1);
-                    Ok(Status::deadline_exceeded(format!(
-                        "the call did not finish within {} ms",
-                        deadline.as_millis()
-                    ))
-                    .into_http())
+                    Ok(Status::deadline_exceeded(format!("the call did not finish within {} ms", deadline.as_millis()))
+                        .into_http())
                 }
             }
         })

@@ -31,18 +31,12 @@ pub struct Refusal {
 
 impl From<Status> for Refusal {
     fn from(status: Status) -> Self {
-        Self {
-            status,
-            headers: HeaderMap::new(),
-        }
+        Self { status, headers: HeaderMap::new() }
     }
 }
 
 pub trait Gate: Clone + Send + Sync + 'static {
-    fn check<B: Send>(
-        &self,
-        request: &mut http::Request<B>,
-    ) -> impl Future<Output = Result<Admit, Refusal>> + Send;
+    fn check<B: Send>(&self, request: &mut http::Request<B>) -> impl Future<Output = Result<Admit, Refusal>> + Send;
 }
 
 #[derive(Clone)]
@@ -51,10 +45,7 @@ pub struct GateLayer<G>(pub G);
 impl<S, G: Gate> Layer<S> for GateLayer<G> {
     type Service = GateService<S, G>;
     fn layer(&self, inner: S) -> Self::Service {
-        GateService {
-            inner,
-            gate: self.0.clone(),
-        }
+        GateService { inner, gate: self.0.clone() }
     }
 }
 
@@ -66,10 +57,7 @@ pub struct GateService<S, G> {
 
 impl<S, G, B> Service<http::Request<B>> for GateService<S, G>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     G: Gate,
     B: Send + 'static,

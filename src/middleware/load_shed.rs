@@ -17,9 +17,7 @@ pub struct LoadShed {
 
 impl LoadShed {
     pub fn new(max_in_flight: usize) -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(max_in_flight)),
-        }
+        Self { permits: Arc::new(Semaphore::new(max_in_flight)) }
     }
 }
 
@@ -30,19 +28,12 @@ impl Gate for LoadShed {
             return Ok(Admit::default());
         }
         match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => Ok(Admit {
-                guard: Some(Box::new(permit)),
-                ..Admit::default()
-            }),
+            Ok(permit) => Ok(Admit { guard: Some(Box::new(permit)), ..Admit::default() }),
             Err(_) => {
                 metrics::counter!("soko_requests_shed_total").increment(1);
                 let details = ErrorDetails::with_retry_info(Some(Duration::from_secs(1)));
-                Err(Status::with_error_details(
-                    Code::Unavailable,
-                    "server is overloaded; retry with backoff",
-                    details,
-                )
-                .into())
+                Err(Status::with_error_details(Code::Unavailable, "server is overloaded; retry with backoff", details)
+                    .into())
             }
         }
     }

@@ -50,10 +50,7 @@ fn headers(decision: &Decision) -> HeaderMap {
     put("ratelimit-limit", decision.limit.to_string());
     put("ratelimit-remaining", decision.remaining.to_string());
     put("ratelimit-reset", ceil_secs(decision.reset).to_string());
-    put(
-        "ratelimit-policy",
-        format!("{};w={}", decision.limit, decision.period.as_secs()),
-    );
+    put("ratelimit-policy", format!("{};w={}", decision.limit, decision.period.as_secs()));
     h
 }
 
@@ -70,10 +67,7 @@ impl RateLimit {
         };
         // `{subject}` is a Redis Cluster hash tag: one caller's buckets live on one shard.
         let prefix = &self.config.key_prefix;
-        let mut buckets = vec![Bucket {
-            key: format!("{prefix}:rl:{{{subject}}}:global"),
-            rate: Rate::from(global),
-        }];
+        let mut buckets = vec![Bucket { key: format!("{prefix}:rl:{{{subject}}}:global"), rate: Rate::from(global) }];
         if class != RateClass::Default {
             buckets.push(Bucket {
                 key: format!("{prefix}:rl:{{{subject}}}:{}", class_name(class)),
@@ -106,10 +100,7 @@ impl Gate for RateLimit {
             .increment(1);
         let mut headers = headers(&decision);
         if decision.allowed {
-            return Ok(Admit {
-                headers,
-                guard: None,
-            });
+            return Ok(Admit { headers, guard: None });
         }
         if shadow {
             tracing::info!(class = class_name(class), principal = %ctx.principal.audit_name(), "rate limit would reject (shadow mode)");
@@ -122,12 +113,7 @@ impl Gate for RateLimit {
         let mut details = ErrorDetails::with_retry_info(Some(retry_after));
         details.add_quota_failure_violation(
             ctx.principal.audit_name(),
-            format!(
-                "{} calls per {} s for the {} class",
-                decision.limit,
-                decision.period.as_secs(),
-                class_name(class)
-            ),
+            format!("{} calls per {} s for the {} class", decision.limit, decision.period.as_secs(), class_name(class)),
         );
         let status = Status::with_error_details(
             Code::ResourceExhausted,

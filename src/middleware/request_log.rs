@@ -30,9 +30,7 @@ fn caller_id(headers: &HeaderMap) -> Option<String> {
     let raw = headers.get(REQUEST_ID_HEADER)?.to_str().ok()?;
     let ok = !raw.is_empty()
         && raw.len() <= 128
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
     ok.then(|| raw.to_owned())
 }
 
@@ -73,12 +71,7 @@ where
         let start = Instant::now();
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(async move {
-            let record = Record {
-                span: span.clone(),
-                request_id: id,
-                method,
-                start,
-            };
+            let record = Record { span: span.clone(), request_id: id, method, start };
             let mut response = match future.instrument(span).await {
                 Ok(response) => response,
                 Err(e) => {
@@ -90,16 +83,8 @@ where
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
             }
             // Trailers-only responses (errors, mostly) carry the status in the headers.
-            let status = response
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            Ok(response.map(|inner| LoggedBody {
-                inner,
-                record: Some(record),
-                status,
-            }))
+            let status = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            Ok(response.map(|inner| LoggedBody { inner, record: Some(record), status }))
         })
     }
 }
@@ -117,16 +102,10 @@ impl Record {
         let latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
         let _entered = self.span.enter();
         let code = status.parse::<i32>().map(tonic::Code::from_i32);
-        let status_name = code
-            .clone()
-            .map(|c| format!("{c:?}"))
-            .unwrap_or_else(|_| status.to_owned());
+        let status_name = code.clone().map(|c| format!("{c:?}")).unwrap_or_else(|_| status.to_owned());
         let server_fault = matches!(
             code,
-            Ok(tonic::Code::Internal
-                | tonic::Code::Unknown
-                | tonic::Code::Unavailable
-                | tonic::Code::DataLoss)
+            Ok(tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::DataLoss)
         );
         if server_fault {
             tracing::warn!(request_id = %self.request_id, method = %self.method, status = %status_name, latency_ms, "rpc finished");
@@ -160,18 +139,13 @@ impl<B: Body> Body for LoggedBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let frame = ready!(this.inner.poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
-                if let Some(status) = frame
-                    .trailers_ref()
-                    .and_then(|t| t.get("grpc-status"))
-                    .and_then(|v| v.to_str().ok())
+                if let Some(status) =
+                    frame.trailers_ref().and_then(|t| t.get("grpc-status")).and_then(|v| v.to_str().ok())
                 {
                     *this.status = Some(status.to_owned());
                     if let Some(record) = this.record.take() {
@@ -211,15 +185,9 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(REQUEST_ID_HEADER, HeaderValue::from_static("abc-123.x:y_z"));
         assert_eq!(caller_id(&headers).as_deref(), Some("abc-123.x:y_z"));
-        headers.insert(
-            REQUEST_ID_HEADER,
-            HeaderValue::from_static("bad id\" injected"),
-        );
+        headers.insert(REQUEST_ID_HEADER, HeaderValue::from_static("bad id\" injected"));
         assert_eq!(caller_id(&headers), None);
-        headers.insert(
-            REQUEST_ID_HEADER,
-            HeaderValue::from_str(&"a".repeat(129)).unwrap(),
-        );
+        headers.insert(REQUEST_ID_HEADER, HeaderValue::from_str(&"a".repeat(129)).unwrap());
         assert_eq!(caller_id(&headers), None);
     }
 }

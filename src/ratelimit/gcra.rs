@@ -20,12 +20,7 @@ pub struct Rate {
 impl From<Quota> for Rate {
     fn from(q: Quota) -> Self {
         let interval_us = (q.period.as_micros() as i64 / i64::from(q.limit)).max(1);
-        Self {
-            interval_us,
-            burst: i64::from(q.burst),
-            limit: q.limit,
-            period: q.period,
-        }
+        Self { interval_us, burst: i64::from(q.burst), limit: q.limit, period: q.period }
     }
 }
 
@@ -49,13 +44,7 @@ pub fn decide(rate: Rate, tat: Option<i64>, now: i64) -> (BucketState, i64) {
     let allow_at = new_tat - rate.burst * rate.interval_us;
     if now < allow_at {
         let state = state(rate, tat, now, false);
-        (
-            BucketState {
-                retry_after: micros(allow_at - now),
-                ..state
-            },
-            tat,
-        )
+        (BucketState { retry_after: micros(allow_at - now), ..state }, tat)
     } else {
         (state(rate, new_tat, now, true), new_tat)
     }
@@ -65,12 +54,7 @@ pub fn decide(rate: Rate, tat: Option<i64>, now: i64) -> (BucketState, i64) {
 pub fn state(rate: Rate, tat: i64, now: i64, allowed: bool) -> BucketState {
     let headroom = now + rate.burst * rate.interval_us - tat;
     let remaining = (headroom / rate.interval_us).clamp(0, i64::from(u32::MAX)) as u32;
-    BucketState {
-        allowed,
-        retry_after: Duration::ZERO,
-        remaining,
-        reset: micros((tat - now).max(0)),
-    }
+    BucketState { allowed, retry_after: Duration::ZERO, remaining, reset: micros((tat - now).max(0)) }
 }
 
 fn micros(us: i64) -> Duration {
@@ -98,10 +82,7 @@ mod tests {
         assert_eq!(s.retry_after, Duration::from_secs(1));
         assert_eq!(Some(t), tat, "a refusal doesn't consume");
         now += 1_000_000;
-        assert!(
-            decide(rate, tat, now).0.allowed,
-            "one interval later one call passes"
-        );
+        assert!(decide(rate, tat, now).0.allowed, "one interval later one call passes");
     }
 
     #[test]

@@ -15,10 +15,8 @@ pub struct LocalStore {
 impl LocalStore {
     pub fn check(&self, buckets: &[Bucket], now: i64) -> Vec<BucketState> {
         let mut tats = self.tats.lock().expect("rate limiter lock");
-        let decided: Vec<(BucketState, i64)> = buckets
-            .iter()
-            .map(|b| gcra::decide(b.rate, tats.get(&b.key).copied(), now))
-            .collect();
+        let decided: Vec<(BucketState, i64)> =
+            buckets.iter().map(|b| gcra::decide(b.rate, tats.get(&b.key).copied(), now)).collect();
         if decided.iter().all(|(s, _)| s.allowed) {
             if tats.len() > SWEEP_ABOVE {
                 tats.retain(|_, tat| *tat > now);

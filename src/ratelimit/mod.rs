@@ -76,11 +76,8 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(config: &RateLimitConfig) -> anyhow::Result<Arc<Self>> {
-        let redis = config
-            .redis_url
-            .as_ref()
-            .map(|url| redis::RedisStore::new(&url.0, config.redis_timeout))
-            .transpose()?;
+        let redis =
+            config.redis_url.as_ref().map(|url| redis::RedisStore::new(&url.0, config.redis_timeout)).transpose()?;
         Ok(Arc::new(Self {
             local: local::LocalStore::default(),
             redis,
@@ -96,11 +93,7 @@ impl RateLimiter {
 
     pub fn health(&self) -> LimiterHealth {
         LimiterHealth {
-            configured: if self.redis.is_some() {
-                Backend::Redis
-            } else {
-                Backend::Local
-            },
+            configured: if self.redis.is_some() { Backend::Redis } else { Backend::Local },
             degraded: self.degraded.load(Ordering::Relaxed),
         }
     }
@@ -120,10 +113,8 @@ impl RateLimiter {
                     return combine(buckets, &states, Backend::Redis);
                 }
                 Err(e) => {
-                    self.redis_skip_until.store(
-                        self.now_us() + REDIS_RETRY_AFTER.as_micros() as i64,
-                        Ordering::Relaxed,
-                    );
+                    self.redis_skip_until
+                        .store(self.now_us() + REDIS_RETRY_AFTER.as_micros() as i64, Ordering::Relaxed);
                     if !self.degraded.swap(true, Ordering::Relaxed) {
                         tracing::warn!(error = %e, "rate limiter: Redis failed; limiting locally until it returns");
                         metrics::gauge!("soko_ratelimit_redis_degraded").set(1.0);
@@ -139,17 +130,10 @@ impl RateLimiter {
 
 fn combine(buckets: &[Bucket], states: &[BucketState], backend: Backend) -> Decision {
     let allowed = states.iter().all(|s| s.allowed);
-    let retry_after = states
-        .iter()
-        .map(|s| s.retry_after)
-        .max()
-        .unwrap_or_default();
+    let retry_after = states.iter().map(|s| s.retry_after).max().unwrap_or_default();
     // The bucket with the least room is the one a client must pace itself by.
-    let (bucket, state) = buckets
-        .iter()
-        .zip(states)
-        .min_by_key(|(_, s)| (s.allowed, s.remaining))
-        .expect("at least one bucket");
+    let (bucket, state) =
+        buckets.iter().zip(states).min_by_key(|(_, s)| (s.allowed, s.remaining)).expect("at least one bucket");
     Decision {
         allowed,
         retry_after,

@@ -58,41 +58,23 @@ impl RedisStore {
             .connection_timeout(timeout)
             .retry_connection(false)
             .build_unchecked(manager);
-        Ok(Self {
-            pool,
-            script: redis::Script::new(SCRIPT),
-            timeout,
-        })
+        Ok(Self { pool, script: redis::Script::new(SCRIPT), timeout })
     }
 
     pub async fn check(&self, buckets: &[Bucket]) -> Result<Vec<BucketState>, RedisError> {
         let run = async {
-            let mut conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| RedisError::Failed(e.to_string()))?;
+            let mut conn = self.pool.get().await.map_err(|e| RedisError::Failed(e.to_string()))?;
             let mut invocation = self.script.prepare_invoke();
             for bucket in buckets {
-                invocation
-                    .key(&bucket.key)
-                    .arg(bucket.rate.interval_us)
-                    .arg(bucket.rate.burst);
+                invocation.key(&bucket.key).arg(bucket.rate.interval_us).arg(bucket.rate.burst);
             }
-            invocation
-                .invoke_async::<Vec<i64>>(&mut *conn)
-                .await
-                .map_err(|e| RedisError::Failed(e.to_string()))
+            invocation.invoke_async::<Vec<i64>>(&mut *conn).await.map_err(|e| RedisError::Failed(e.to_string()))
         };
-        let out = tokio::time::timeout(self.timeout, run)
-            .await
-            .map_err(|_| RedisError::Timeout(self.timeout))??;
+        let out = tokio::time::timeout(self.timeout, run).await.map_err(|_| RedisError::Timeout(self.timeout))??;
         let (allowed, now) = match out.as_slice() {
             [allowed, now, ..] if out.len() == buckets.len() + 2 => (*allowed == 1, *now),
             _ => {
-                return Err(RedisError::Failed(format!(
-                    "unexpected script reply {out:?}"
-                )));
+                return Err(RedisError::Failed(format!("unexpected script reply {out:?}")));
             }
         };
         Ok(buckets

@@ -97,12 +97,7 @@ impl TokenKeys {
         self.ttl
     }
 
-    pub fn issue(
-        &self,
-        user_id: &str,
-        role: &str,
-        session_id: &str,
-    ) -> Result<AccessToken, TokenError> {
+    pub fn issue(&self, user_id: &str, role: &str, session_id: &str) -> Result<AccessToken, TokenError> {
         let now = SystemTime::now();
         let expires_at = now + self.ttl;
         let claims = Claims {
@@ -115,17 +110,9 @@ impl TokenKeys {
             nbf: unix(now),
             exp: unix(expires_at),
         };
-        let header = Header {
-            kid: Some(self.key_id.clone()),
-            ..Header::new(Algorithm::HS256)
-        };
-        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
-            .map_err(|_| TokenError::Malformed)?;
-        Ok(AccessToken {
-            token,
-            ttl: self.ttl,
-            expires_at,
-        })
+        let header = Header { kid: Some(self.key_id.clone()), ..Header::new(Algorithm::HS256) };
+        let token = jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|_| TokenError::Malformed)?;
+        Ok(AccessToken { token, ttl: self.ttl, expires_at })
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
@@ -140,21 +127,19 @@ impl TokenKeys {
         if header.kid.as_deref() != Some(self.key_id.as_str()) {
             return Err(TokenError::UnknownKey);
         }
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|data| data.claims).map_err(|e| {
+            match e.kind() {
                 ErrorKind::InvalidSignature => TokenError::Signature,
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                ErrorKind::InvalidIssuer
-                | ErrorKind::InvalidAudience
-                | ErrorKind::InvalidSubject => TokenError::WrongParty,
-                ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    TokenError::Algorithm
+                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience | ErrorKind::InvalidSubject => {
+                    TokenError::WrongParty
                 }
+                ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::Algorithm,
                 _ => TokenError::Malformed,
-            })
+            }
+        })
     }
 }
 
@@ -163,13 +148,7 @@ mod tests {
     use super::*;
 
     fn keys() -> TokenKeys {
-        TokenKeys::new(
-            &[7u8; 32],
-            "k1",
-            "soko",
-            "soko-api",
-            Duration::from_secs(900),
-        )
+        TokenKeys::new(&[7u8; 32], "k1", "soko", "soko-api", Duration::from_secs(900))
     }
 
     #[test]
@@ -177,39 +156,17 @@ mod tests {
         let keys = keys();
         let token = keys.issue("user-1", "buyer", "session-1").unwrap();
         let claims = keys.verify(&token.token).unwrap();
-        assert_eq!(
-            (
-                claims.sub.as_str(),
-                claims.role.as_str(),
-                claims.sid.as_str()
-            ),
-            ("user-1", "buyer", "session-1")
-        );
+        assert_eq!((claims.sub.as_str(), claims.role.as_str(), claims.sid.as_str()), ("user-1", "buyer", "session-1"));
         assert_eq!(claims.exp - claims.iat, 900);
     }
 
     #[test]
     fn other_keys_and_sizes_are_refused() {
         let token = keys().issue("u", "buyer", "s").unwrap().token;
-        let other = TokenKeys::new(
-            &[8u8; 32],
-            "k1",
-            "soko",
-            "soko-api",
-            Duration::from_secs(900),
-        );
+        let other = TokenKeys::new(&[8u8; 32], "k1", "soko", "soko-api", Duration::from_secs(900));
         assert_eq!(other.verify(&token), Err(TokenError::Signature));
-        let rotated = TokenKeys::new(
-            &[7u8; 32],
-            "k2",
-            "soko",
-            "soko-api",
-            Duration::from_secs(900),
-        );
+        let rotated = TokenKeys::new(&[7u8; 32], "k2", "soko", "soko-api", Duration::from_secs(900));
         assert_eq!(rotated.verify(&token), Err(TokenError::UnknownKey));
-        assert_eq!(
-            keys().verify(&"a".repeat(MAX_TOKEN_BYTES + 1)),
-            Err(TokenError::TooLarge)
-        );
+        assert_eq!(keys().verify(&"a".repeat(MAX_TOKEN_BYTES + 1)), Err(TokenError::TooLarge));
     }
 }

@@ -44,16 +44,8 @@ impl PasswordHasher {
     }
 
     /// Cheaper parameters, for tests that create many accounts.
-    pub fn with_params(
-        concurrency: usize,
-        queue_timeout: Duration,
-        params: (u32, u32, u32),
-    ) -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            queue_timeout,
-            params,
-        }
+    pub fn with_params(concurrency: usize, queue_timeout: Duration, params: (u32, u32, u32)) -> Self {
+        Self { permits: Arc::new(Semaphore::new(concurrency.max(1))), queue_timeout, params }
     }
 
     /// Returns a PHC string: `$argon2id$v=19$m=…,t=…,p=…$salt$hash`.
@@ -61,9 +53,7 @@ impl PasswordHasher {
         let mut salt = [0u8; SALT_LEN];
         getrandom::fill(&mut salt).map_err(|e| PasswordError::Internal(e.to_string()))?;
         let (m, t, p) = self.params;
-        let digest = self
-            .run(password.as_bytes().to_vec(), salt.to_vec(), (m, t, p))
-            .await?;
+        let digest = self.run(password.as_bytes().to_vec(), salt.to_vec(), (m, t, p)).await?;
         Ok(format!(
             "$argon2id$v=19$m={m},t={t},p={p}${}${}",
             STANDARD_NO_PAD.encode(salt),
@@ -81,13 +71,7 @@ impl PasswordHasher {
     /// Spends the same effort as a real verification, so unknown accounts can't be told apart
     /// from wrong passwords by timing.
     pub async fn verify_dummy(&self, password: &str) -> Result<(), PasswordError> {
-        self.run(
-            password.as_bytes().to_vec(),
-            vec![0u8; SALT_LEN],
-            self.params,
-        )
-        .await
-        .map(|_| ())
+        self.run(password.as_bytes().to_vec(), vec![0u8; SALT_LEN], self.params).await.map(|_| ())
     }
 
     async fn run(
@@ -102,8 +86,7 @@ impl PasswordHasher {
             .map_err(|_| PasswordError::Busy)?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let params = Params::new(m, t, p, Some(HASH_LEN))
-                .map_err(|e| PasswordError::Internal(e.to_string()))?;
+            let params = Params::new(m, t, p, Some(HASH_LEN)).map_err(|e| PasswordError::Internal(e.to_string()))?;
             let mut out = vec![0u8; HASH_LEN];
             Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
                 .hash_password_into(&password, &salt, &mut out)
@@ -119,15 +102,9 @@ type Parsed = ((u32, u32, u32), Vec<u8>, Vec<u8>);
 
 fn parse_phc(phc: &str) -> Option<Parsed> {
     let mut parts = phc.split('$');
-    let (Some(""), Some("argon2id"), Some("v=19"), Some(params), Some(salt), Some(hash), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let (Some(""), Some("argon2id"), Some("v=19"), Some(params), Some(salt), Some(hash), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return None;
     };
     let mut m = None;
@@ -157,26 +134,9 @@ mod tests {
         let hasher = PasswordHasher::new(2, Duration::from_secs(5));
         let phc = hasher.hash("correct horse battery staple").await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
-        assert!(
-            hasher
-                .verify("correct horse battery staple", &phc)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !hasher
-                .verify("Correct horse battery staple", &phc)
-                .await
-                .unwrap()
-        );
-        assert_ne!(
-            phc,
-            hasher.hash("correct horse battery staple").await.unwrap(),
-            "salted"
-        );
-        assert!(matches!(
-            hasher.verify("x", "$bcrypt$nope").await,
-            Err(PasswordError::Malformed)
-        ));
+        assert!(hasher.verify("correct horse battery staple", &phc).await.unwrap());
+        assert!(!hasher.verify("Correct horse battery staple", &phc).await.unwrap());
+        assert_ne!(phc, hasher.hash("correct horse battery staple").await.unwrap(), "salted");
+        assert!(matches!(hasher.verify("x", "$bcrypt$nope").await, Err(PasswordError::Malformed)));
     }
 }

@@ -15,10 +15,7 @@ pub fn generate(prefix: &str) -> String {
 
 /// The hex SHA-256 digest under which a secret is stored.
 pub fn digest(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Compares two byte strings in time independent of where they differ.

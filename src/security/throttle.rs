@@ -38,9 +38,7 @@ pub struct LoginThrottle {
 
 impl Default for LoginThrottle {
     fn default() -> Self {
-        Self {
-            records: Mutex::new(HashMap::new()),
-        }
+        Self { records: Mutex::new(HashMap::new()) }
     }
 }
 
@@ -59,29 +57,17 @@ impl LoginThrottle {
         let now = Instant::now();
         let mut records = self.records.lock().expect("throttle lock");
         if records.len() >= MAX_RECORDS {
-            records.retain(|_, r| {
-                now.duration_since(r.last_failure) < FORGET_AFTER && r.blocked_until > now
-            });
+            records.retain(|_, r| now.duration_since(r.last_failure) < FORGET_AFTER && r.blocked_until > now);
         }
-        let record = records.entry(key.to_owned()).or_insert(Record {
-            failures: 0,
-            blocked_until: now,
-            last_failure: now,
-        });
+        let record =
+            records.entry(key.to_owned()).or_insert(Record { failures: 0, blocked_until: now, last_failure: now });
         if now.duration_since(record.last_failure) > FORGET_AFTER {
             record.failures = 0;
         }
         record.failures += 1;
         record.last_failure = now;
-        if let Some(over) = record
-            .failures
-            .checked_sub(policy.free_failures)
-            .filter(|n| *n > 0)
-        {
-            let wait = policy
-                .base
-                .saturating_mul(1u32 << (over - 1).min(20))
-                .min(policy.max);
+        if let Some(over) = record.failures.checked_sub(policy.free_failures).filter(|n| *n > 0) {
+            let wait = policy.base.saturating_mul(1u32 << (over - 1).min(20)).min(policy.max);
             record.blocked_until = now + wait;
         }
     }
@@ -97,11 +83,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_after_free_failures_and_success_clears_it() {
-        let policy = BackoffPolicy {
-            free_failures: 2,
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(8),
-        };
+        let policy = BackoffPolicy { free_failures: 2, base: Duration::from_secs(1), max: Duration::from_secs(8) };
         let t = LoginThrottle::default();
         t.record_failure("a", policy);
         t.record_failure("a", policy);
@@ -112,10 +94,7 @@ mod tests {
         for _ in 0..10 {
             t.record_failure("a", policy);
         }
-        assert!(
-            t.check("a").unwrap_err() <= Duration::from_secs(8),
-            "capped"
-        );
+        assert!(t.check("a").unwrap_err() <= Duration::from_secs(8), "capped");
         assert!(t.check("b").is_ok(), "keys are independent");
         t.record_success("a");
         assert!(t.check("a").is_ok());

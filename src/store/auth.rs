@@ -125,33 +125,20 @@ impl Db {
     pub async fn insert_user(&self, row: &UserRow) -> Result<(), StoreError> {
         let _guard = self.write_guard().await;
         with_conn!(self, |conn| {
-            diesel::insert_into(users::table)
-                .values(row)
-                .execute(conn)
-                .await?;
+            diesel::insert_into(users::table).values(row).execute(conn).await?;
         });
         Ok(())
     }
 
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, StoreError> {
         Ok(with_conn!(self, |conn| {
-            users::table
-                .filter(users::email.eq(email))
-                .select(UserRow::as_select())
-                .first(conn)
-                .await
-                .optional()?
+            users::table.filter(users::email.eq(email)).select(UserRow::as_select()).first(conn).await.optional()?
         }))
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
         Ok(with_conn!(self, |conn| {
-            users::table
-                .find(id)
-                .select(UserRow::as_select())
-                .first(conn)
-                .await
-                .optional()?
+            users::table.find(id).select(UserRow::as_select()).first(conn).await.optional()?
         }))
     }
 
@@ -163,14 +150,7 @@ impl Db {
         after: Position,
         limit: i64,
     ) -> Result<Vec<UserRow>, StoreError> {
-        let pattern = email.map(|e| {
-            format!(
-                "%{}%",
-                e.replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            )
-        });
+        let pattern = email.map(|e| format!("%{}%", e.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
         Ok(with_conn!(self, |conn| {
             let mut q = users::table.select(UserRow::as_select()).into_boxed();
             if let Some(p) = &pattern {
@@ -180,16 +160,9 @@ impl Db {
                 q = q.filter(users::role.eq(r));
             }
             if let Some((t, id)) = &after {
-                q = q.filter(
-                    users::created_at
-                        .lt(*t)
-                        .or(users::created_at.eq(*t).and(users::id.lt(id))),
-                );
+                q = q.filter(users::created_at.lt(*t).or(users::created_at.eq(*t).and(users::id.lt(id))));
             }
-            q.order((users::created_at.desc(), users::id.desc()))
-                .limit(limit)
-                .load(conn)
-                .await?
+            q.order((users::created_at.desc(), users::id.desc())).limit(limit).load(conn).await?
         }))
     }
 
@@ -204,11 +177,7 @@ impl Db {
         let _guard = self.write_guard().await;
         with_transaction!(self, StoreError, |conn| {
             diesel::insert_into(sessions::table)
-                .values(SessionRow {
-                    id: session_id,
-                    user_id,
-                    created_at: now,
-                })
+                .values(SessionRow { id: session_id, user_id, created_at: now })
                 .execute(conn)
                 .await?;
             diesel::insert_into(refresh_tokens::table)
@@ -236,51 +205,33 @@ impl Db {
         with_transaction!(self, StoreError, |conn| {
             let token: Option<(String, i64, Option<i64>)> = refresh_tokens::table
                 .find(hash)
-                .select((
-                    refresh_tokens::session_id,
-                    refresh_tokens::expires_at,
-                    refresh_tokens::used_at,
-                ))
+                .select((refresh_tokens::session_id, refresh_tokens::expires_at, refresh_tokens::used_at))
                 .first(conn)
                 .await
                 .optional()?;
             let Some((session_id, expires_at, used_at)) = token else {
                 return Ok(RotateOutcome::Unknown);
             };
-            let (user_id, revoked_at): (String, Option<i64>) = sessions::table
-                .find(&session_id)
-                .select((sessions::user_id, sessions::revoked_at))
-                .first(conn)
-                .await?;
+            let (user_id, revoked_at): (String, Option<i64>) =
+                sessions::table.find(&session_id).select((sessions::user_id, sessions::revoked_at)).first(conn).await?;
             if revoked_at.is_some() {
                 return Ok(RotateOutcome::Revoked);
             }
             let claimed = if used_at.is_none() {
-                diesel::update(
-                    refresh_tokens::table
-                        .find(hash)
-                        .filter(refresh_tokens::used_at.is_null()),
-                )
-                .set(refresh_tokens::used_at.eq(Some(now)))
-                .execute(conn)
-                .await?
+                diesel::update(refresh_tokens::table.find(hash).filter(refresh_tokens::used_at.is_null()))
+                    .set(refresh_tokens::used_at.eq(Some(now)))
+                    .execute(conn)
+                    .await?
             } else {
                 0
             };
             if claimed == 0 {
                 // Used before, or by a concurrent call that won: treat as theft (RFC 9700 §4.14.2).
-                diesel::update(
-                    sessions::table
-                        .find(&session_id)
-                        .filter(sessions::revoked_at.is_null()),
-                )
-                .set(sessions::revoked_at.eq(Some(now)))
-                .execute(conn)
-                .await?;
-                return Ok(RotateOutcome::Reused {
-                    user_id,
-                    session_id,
-                });
+                diesel::update(sessions::table.find(&session_id).filter(sessions::revoked_at.is_null()))
+                    .set(sessions::revoked_at.eq(Some(now)))
+                    .execute(conn)
+                    .await?;
+                return Ok(RotateOutcome::Reused { user_id, session_id });
             }
             if expires_at <= now {
                 return Ok(RotateOutcome::Expired);
@@ -294,42 +245,23 @@ impl Db {
                 })
                 .execute(conn)
                 .await?;
-            let role: String = users::table
-                .find(&user_id)
-                .select(users::role)
-                .first(conn)
-                .await?;
-            Ok(RotateOutcome::Rotated {
-                user: Box::new(UserRowView { id: user_id, role }),
-                session_id,
-            })
+            let role: String = users::table.find(&user_id).select(users::role).first(conn).await?;
+            Ok(RotateOutcome::Rotated { user: Box::new(UserRowView { id: user_id, role }), session_id })
         })
     }
 
     /// Revokes the family of the refresh token with digest `hash`. `None` when no such token was
     /// ever issued.
-    pub async fn revoke_session_of_token(
-        &self,
-        hash: &str,
-        now: i64,
-    ) -> Result<Option<String>, StoreError> {
+    pub async fn revoke_session_of_token(&self, hash: &str, now: i64) -> Result<Option<String>, StoreError> {
         let _guard = self.write_guard().await;
         with_transaction!(self, StoreError, |conn| {
-            let session: Option<String> = refresh_tokens::table
-                .find(hash)
-                .select(refresh_tokens::session_id)
-                .first(conn)
-                .await
-                .optional()?;
+            let session: Option<String> =
+                refresh_tokens::table.find(hash).select(refresh_tokens::session_id).first(conn).await.optional()?;
             if let Some(session_id) = &session {
-                diesel::update(
-                    sessions::table
-                        .find(session_id)
-                        .filter(sessions::revoked_at.is_null()),
-                )
-                .set(sessions::revoked_at.eq(Some(now)))
-                .execute(conn)
-                .await?;
+                diesel::update(sessions::table.find(session_id).filter(sessions::revoked_at.is_null()))
+                    .set(sessions::revoked_at.eq(Some(now)))
+                    .execute(conn)
+                    .await?;
             }
             Ok(session)
         })
@@ -338,12 +270,7 @@ impl Db {
     /// Whether a session exists and is not revoked.
     pub async fn session_is_live(&self, session_id: &str) -> Result<bool, StoreError> {
         let revoked: Option<Option<i64>> = with_conn!(self, |conn| {
-            sessions::table
-                .find(session_id)
-                .select(sessions::revoked_at)
-                .first(conn)
-                .await
-                .optional()?
+            sessions::table.find(session_id).select(sessions::revoked_at).first(conn).await.optional()?
         });
         Ok(matches!(revoked, Some(None)))
     }
@@ -359,10 +286,7 @@ impl Db {
         let _guard = self.write_guard().await;
         with_transaction!(self, StoreError, |conn| {
             diesel::update(users::table.find(user_id))
-                .set((
-                    users::password_hash.eq(password_hash),
-                    users::updated_at.eq(now),
-                ))
+                .set((users::password_hash.eq(password_hash), users::updated_at.eq(now)))
                 .execute(conn)
                 .await?;
             let mut others = diesel::update(sessions::table)
@@ -372,10 +296,7 @@ impl Db {
             if let Some(keep) = keep_session {
                 others = others.filter(sessions::id.ne(keep));
             }
-            others
-                .set(sessions::revoked_at.eq(Some(now)))
-                .execute(conn)
-                .await?;
+            others.set(sessions::revoked_at.eq(Some(now))).execute(conn).await?;
             Ok(())
         })
     }
@@ -390,19 +311,10 @@ impl Db {
     ) -> Result<Result<Option<String>, LastAdmin>, StoreError> {
         let _guard = self.write_guard().await;
         with_transaction!(self, StoreError, |conn| {
-            let old: Option<String> = users::table
-                .find(user_id)
-                .select(users::role)
-                .first(conn)
-                .await
-                .optional()?;
+            let old: Option<String> = users::table.find(user_id).select(users::role).first(conn).await.optional()?;
             let Some(old) = old else { return Ok(Ok(None)) };
             if old == "admin" && role != "admin" {
-                let admins: i64 = users::table
-                    .filter(users::role.eq("admin"))
-                    .count()
-                    .get_result(conn)
-                    .await?;
+                let admins: i64 = users::table.filter(users::role.eq("admin")).count().get_result(conn).await?;
                 if admins <= 1 {
                     return Ok(Err(LastAdmin));
                 }
@@ -418,19 +330,13 @@ impl Db {
     pub async fn insert_api_key(&self, row: &ApiKeyRow) -> Result<(), StoreError> {
         let _guard = self.write_guard().await;
         with_conn!(self, |conn| {
-            diesel::insert_into(api_keys::table)
-                .values(row)
-                .execute(conn)
-                .await?;
+            diesel::insert_into(api_keys::table).values(row).execute(conn).await?;
         });
         Ok(())
     }
 
     /// The key with this secret digest and its owner's current role.
-    pub async fn api_key_by_hash(
-        &self,
-        hash: &str,
-    ) -> Result<Option<(ApiKeyRow, String)>, StoreError> {
+    pub async fn api_key_by_hash(&self, hash: &str) -> Result<Option<(ApiKeyRow, String)>, StoreError> {
         Ok(with_conn!(self, |conn| {
             api_keys::table
                 .inner_join(users::table)
@@ -444,36 +350,20 @@ impl Db {
 
     pub async fn touch_api_key(&self, id: &str, now: i64) -> Result<(), StoreError> {
         with_conn!(self, |conn| {
-            diesel::update(api_keys::table.find(id))
-                .set(api_keys::last_used_at.eq(Some(now)))
-                .execute(conn)
-                .await?;
+            diesel::update(api_keys::table.find(id)).set(api_keys::last_used_at.eq(Some(now))).execute(conn).await?;
         });
         Ok(())
     }
 
     /// Revokes a key (idempotently) and returns it; `None` when unknown.
-    pub async fn revoke_api_key(
-        &self,
-        id: &str,
-        now: i64,
-    ) -> Result<Option<ApiKeyRow>, StoreError> {
+    pub async fn revoke_api_key(&self, id: &str, now: i64) -> Result<Option<ApiKeyRow>, StoreError> {
         let _guard = self.write_guard().await;
         with_transaction!(self, StoreError, |conn| {
-            diesel::update(
-                api_keys::table
-                    .find(id)
-                    .filter(api_keys::revoked_at.is_null()),
-            )
-            .set(api_keys::revoked_at.eq(Some(now)))
-            .execute(conn)
-            .await?;
-            Ok(api_keys::table
-                .find(id)
-                .select(ApiKeyRow::as_select())
-                .first(conn)
-                .await
-                .optional()?)
+            diesel::update(api_keys::table.find(id).filter(api_keys::revoked_at.is_null()))
+                .set(api_keys::revoked_at.eq(Some(now)))
+                .execute(conn)
+                .await?;
+            Ok(api_keys::table.find(id).select(ApiKeyRow::as_select()).first(conn).await.optional()?)
         })
     }
 
@@ -490,33 +380,21 @@ impl Db {
                 q = q.filter(api_keys::user_id.eq(u));
             }
             if let Some(now) = active_at {
-                q = q.filter(api_keys::revoked_at.is_null()).filter(
-                    api_keys::expires_at
-                        .is_null()
-                        .or(api_keys::expires_at.gt(now)),
-                );
+                q = q
+                    .filter(api_keys::revoked_at.is_null())
+                    .filter(api_keys::expires_at.is_null().or(api_keys::expires_at.gt(now)));
             }
             if let Some((t, id)) = &after {
-                q = q.filter(
-                    api_keys::created_at
-                        .lt(*t)
-                        .or(api_keys::created_at.eq(*t).and(api_keys::id.lt(id))),
-                );
+                q = q.filter(api_keys::created_at.lt(*t).or(api_keys::created_at.eq(*t).and(api_keys::id.lt(id))));
             }
-            q.order((api_keys::created_at.desc(), api_keys::id.desc()))
-                .limit(limit)
-                .load(conn)
-                .await?
+            q.order((api_keys::created_at.desc(), api_keys::id.desc())).limit(limit).load(conn).await?
         }))
     }
 
     pub async fn insert_audit_event(&self, row: &NewAuditRow) -> Result<(), StoreError> {
         let _guard = self.write_guard().await;
         with_conn!(self, |conn| {
-            diesel::insert_into(audit_events::table)
-                .values(row)
-                .execute(conn)
-                .await?;
+            diesel::insert_into(audit_events::table).values(row).execute(conn).await?;
         });
         Ok(())
     }
@@ -529,9 +407,7 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<AuditRow>, StoreError> {
         Ok(with_conn!(self, |conn| {
-            let mut q = audit_events::table
-                .select(AuditRow::as_select())
-                .into_boxed();
+            let mut q = audit_events::table.select(AuditRow::as_select()).into_boxed();
             if let Some(a) = &filter.action {
                 q = q.filter(audit_events::action.eq(a));
             }
@@ -546,15 +422,10 @@ impl Db {
             }
             if let Some((t, id)) = after {
                 q = q.filter(
-                    audit_events::event_time
-                        .lt(t)
-                        .or(audit_events::event_time.eq(t).and(audit_events::id.lt(id))),
+                    audit_events::event_time.lt(t).or(audit_events::event_time.eq(t).and(audit_events::id.lt(id))),
                 );
             }
-            q.order((audit_events::event_time.desc(), audit_events::id.desc()))
-                .limit(limit)
-                .load(conn)
-                .await?
+            q.order((audit_events::event_time.desc(), audit_events::id.desc())).limit(limit).load(conn).await?
         }))
     }
 }

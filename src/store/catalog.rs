@@ -11,10 +11,7 @@ use super::{
 use crate::domain::{
     auth::UserId,
     listing::{ListQuery, ProductSort},
-    product::{
-        Category, Money, Product, ProductId, ProductPatch, ProductStatus, Seller, SellerId,
-        Timestamp,
-    },
+    product::{Category, Money, Product, ProductId, ProductPatch, ProductStatus, Seller, SellerId, Timestamp},
 };
 
 /// Checks, inside the write's transaction, that the referenced category (and seller) exist, so
@@ -22,18 +19,13 @@ use crate::domain::{
 /// than a function because the connection type differs per backend.
 macro_rules! require_references {
     ($conn:expr, $category_id:expr, $seller:expr) => {{
-        let categories_found: i64 = categories::table
-            .filter(categories::id.eq($category_id))
-            .count()
-            .get_result($conn)
-            .await?;
+        let categories_found: i64 =
+            categories::table.filter(categories::id.eq($category_id)).count().get_result($conn).await?;
         if categories_found == 0 {
             return Err(WriteError::CategoryNotFound);
         }
         if let Some((seller_id, owner)) = $seller {
-            let mut query = sellers::table
-                .filter(sellers::id.eq(seller_id))
-                .into_boxed();
+            let mut query = sellers::table.filter(sellers::id.eq(seller_id)).into_boxed();
             if let Some(owner) = owner {
                 query = query.filter(sellers::owner_user_id.eq(owner));
             }
@@ -134,21 +126,14 @@ pub struct OutboxEvent {
 
 impl From<Category> for CategoryRow {
     fn from(c: Category) -> Self {
-        Self {
-            id: c.id.to_string(),
-            display_name: c.display_name,
-            created_at: Timestamp::now().0,
-        }
+        Self { id: c.id.to_string(), display_name: c.display_name, created_at: Timestamp::now().0 }
     }
 }
 
 impl TryFrom<CategoryRow> for Category {
     type Error = StoreError;
     fn try_from(row: CategoryRow) -> Result<Self, StoreError> {
-        Ok(Self {
-            id: row.id.parse().map_err(corrupt("categories.id"))?,
-            display_name: row.display_name,
-        })
+        Ok(Self { id: row.id.parse().map_err(corrupt("categories.id"))?, display_name: row.display_name })
     }
 }
 
@@ -159,11 +144,7 @@ impl TryFrom<SellerRow> for Seller {
             id: row.id.parse().map_err(corrupt("sellers.id"))?,
             display_name: row.display_name,
             created_at: Timestamp(row.created_at),
-            owner: row
-                .owner_user_id
-                .map(|o| o.parse())
-                .transpose()
-                .map_err(corrupt("sellers.owner_user_id"))?,
+            owner: row.owner_user_id.map(|o| o.parse()).transpose().map_err(corrupt("sellers.owner_user_id"))?,
         })
     }
 }
@@ -192,29 +173,17 @@ impl TryFrom<ProductRow> for Product {
     fn try_from(row: ProductRow) -> Result<Self, StoreError> {
         Ok(Self {
             id: row.id.parse().map_err(corrupt("products.id"))?,
-            seller_id: row
-                .seller_id
-                .parse()
-                .map_err(corrupt("products.seller_id"))?,
-            category_id: row
-                .category_id
-                .parse()
-                .map_err(corrupt("products.category_id"))?,
+            seller_id: row.seller_id.parse().map_err(corrupt("products.seller_id"))?,
+            category_id: row.category_id.parse().map_err(corrupt("products.category_id"))?,
             name: row.name,
             description: row.description,
             price: Money {
                 amount_minor: row.price_minor,
                 currency: row.currency.parse().map_err(corrupt("products.currency"))?,
             },
-            image_urls: serde_json::from_str(&row.image_urls)
-                .map_err(corrupt("products.image_urls"))?,
-            embedding: row
-                .embedding
-                .as_deref()
-                .map(embedding_from_bytes)
-                .transpose()?,
-            status: ProductStatus::from_db(&row.status)
-                .ok_or_else(|| corrupt("products.status")(&row.status))?,
+            image_urls: serde_json::from_str(&row.image_urls).map_err(corrupt("products.image_urls"))?,
+            embedding: row.embedding.as_deref().map(embedding_from_bytes).transpose()?,
+            status: ProductStatus::from_db(&row.status).ok_or_else(|| corrupt("products.status")(&row.status))?,
             created_at: Timestamp(row.created_at),
             updated_at: Timestamp(row.updated_at),
         })
@@ -234,10 +203,7 @@ fn embedding_from_bytes(bytes: &[u8]) -> Result<Vec<f32>, StoreError> {
     if !bytes.len().is_multiple_of(4) {
         return Err(corrupt("embedding")(bytes.len()));
     }
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+    Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
 fn outbox_row(product: &Product, op: OutboxOp) -> OutboxRow {
@@ -293,10 +259,7 @@ impl Db {
         let row = CategoryRow::from(category);
         let _guard = self.write_guard().await;
         with_conn!(self, |conn| {
-            diesel::insert_into(categories::table)
-                .values(&row)
-                .execute(conn)
-                .await?;
+            diesel::insert_into(categories::table).values(&row).execute(conn).await?;
         });
         Ok(())
     }
@@ -310,10 +273,7 @@ impl Db {
         };
         let _guard = self.write_guard().await;
         with_conn!(self, |conn| {
-            diesel::insert_into(sellers::table)
-                .values(&row)
-                .execute(conn)
-                .await?;
+            diesel::insert_into(sellers::table).values(&row).execute(conn).await?;
         });
         Ok(())
     }
@@ -321,12 +281,7 @@ impl Db {
     pub async fn get_seller(&self, id: SellerId) -> Result<Option<Seller>, StoreError> {
         let id = id.to_string();
         let row: Option<SellerRow> = with_conn!(self, |conn| {
-            sellers::table
-                .find(&id)
-                .select(SellerRow::as_select())
-                .first(conn)
-                .await
-                .optional()?
+            sellers::table.find(&id).select(SellerRow::as_select()).first(conn).await.optional()?
         });
         row.map(Seller::try_from).transpose()
     }
@@ -354,93 +309,69 @@ impl Db {
         let after = query.after.map(|c| (c.key, c.id.to_string()));
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
 
-        let rows: Vec<ProductRow> =
-            with_conn!(self, |conn| {
-                let mut q = products::table
-                    .filter(products::deleted_at.is_null())
-                    .into_boxed();
-                if let Some(v) = &category {
-                    q = q.filter(products::category_id.eq(v));
+        let rows: Vec<ProductRow> = with_conn!(self, |conn| {
+            let mut q = products::table.filter(products::deleted_at.is_null()).into_boxed();
+            if let Some(v) = &category {
+                q = q.filter(products::category_id.eq(v));
+            }
+            if let Some(v) = &seller {
+                q = q.filter(products::seller_id.eq(v));
+            }
+            if let Some(v) = &currency {
+                q = q.filter(products::currency.eq(v));
+            }
+            if let Some(v) = status {
+                q = q.filter(products::status.eq(v));
+            }
+            if let Some(v) = f.min_price_minor {
+                q = q.filter(products::price_minor.ge(v));
+            }
+            if let Some(v) = f.max_price_minor {
+                q = q.filter(products::price_minor.le(v));
+            }
+            q = match query.sort {
+                ProductSort::Newest => {
+                    if let Some((key, id)) = &after {
+                        q = q.filter(
+                            products::created_at.lt(*key).or(products::created_at.eq(*key).and(products::id.lt(id))),
+                        );
+                    }
+                    q.order((products::created_at.desc(), products::id.desc()))
                 }
-                if let Some(v) = &seller {
-                    q = q.filter(products::seller_id.eq(v));
+                ProductSort::PriceAsc => {
+                    if let Some((key, id)) = &after {
+                        q = q.filter(
+                            products::price_minor.gt(*key).or(products::price_minor.eq(*key).and(products::id.gt(id))),
+                        );
+                    }
+                    q.order((products::price_minor.asc(), products::id.asc()))
                 }
-                if let Some(v) = &currency {
-                    q = q.filter(products::currency.eq(v));
+                ProductSort::PriceDesc => {
+                    if let Some((key, id)) = &after {
+                        q = q.filter(
+                            products::price_minor.lt(*key).or(products::price_minor.eq(*key).and(products::id.lt(id))),
+                        );
+                    }
+                    q.order((products::price_minor.desc(), products::id.desc()))
                 }
-                if let Some(v) = status {
-                    q = q.filter(products::status.eq(v));
-                }
-                if let Some(v) = f.min_price_minor {
-                    q = q.filter(products::price_minor.ge(v));
-                }
-                if let Some(v) = f.max_price_minor {
-                    q = q.filter(products::price_minor.le(v));
-                }
-                q =
-                    match query.sort {
-                        ProductSort::Newest => {
-                            if let Some((key, id)) = &after {
-                                q =
-                                    q.filter(products::created_at.lt(*key).or(
-                                        products::created_at.eq(*key).and(products::id.lt(id)),
-                                    ));
-                            }
-                            q.order((products::created_at.desc(), products::id.desc()))
-                        }
-                        ProductSort::PriceAsc => {
-                            if let Some((key, id)) = &after {
-                                q =
-                                    q.filter(products::price_minor.gt(*key).or(
-                                        products::price_minor.eq(*key).and(products::id.gt(id)),
-                                    ));
-                            }
-                            q.order((products::price_minor.asc(), products::id.asc()))
-                        }
-                        ProductSort::PriceDesc => {
-                            if let Some((key, id)) = &after {
-                                q =
-                                    q.filter(products::price_minor.lt(*key).or(
-                                        products::price_minor.eq(*key).and(products::id.lt(id)),
-                                    ));
-                            }
-                            q.order((products::price_minor.desc(), products::id.desc()))
-                        }
-                    };
-                q.limit(limit)
-                    .select(ProductRow::as_select())
-                    .load(conn)
-                    .await?
-            });
+            };
+            q.limit(limit).select(ProductRow::as_select()).load(conn).await?
+        });
         rows.into_iter().map(Product::try_from).collect()
     }
 
     /// Inserts a product and its outbox event atomically.
     /// Inserts a product and its outbox event atomically. With `owner`, the product's seller must
     /// belong to that user.
-    pub async fn insert_product(
-        &self,
-        product: &Product,
-        owner: Option<UserId>,
-    ) -> Result<(), WriteError> {
+    pub async fn insert_product(&self, product: &Product, owner: Option<UserId>) -> Result<(), WriteError> {
         let row = ProductRow::from(product);
         let owner = owner.map(|o| o.to_string());
         let event = outbox_row(product, OutboxOp::Upsert);
         let _guard = self.write_guard().await;
         with_transaction!(self, WriteError, |conn| {
-            require_references!(
-                conn,
-                &row.category_id,
-                Some((&row.seller_id, owner.as_ref()))
-            );
-            diesel::insert_into(products::table)
-                .values(&row)
-                .execute(conn)
-                .await?;
-            diesel::insert_into(outbox::table)
-                .values(&event)
-                .execute(conn)
-                .await?;
+            require_references!(conn, &row.category_id, Some((&row.seller_id, owner.as_ref())));
+            diesel::insert_into(products::table).values(&row).execute(conn).await?;
+            diesel::insert_into(outbox::table).values(&event).execute(conn).await?;
             Ok(())
         })
     }
@@ -465,76 +396,43 @@ impl Db {
             patch.apply(&mut product);
             product.updated_at = Timestamp::now().max(Timestamp(product.updated_at.0 + 1));
             let row = ProductRow::from(&product);
-            diesel::update(products::table.find(&id))
-                .set(&row)
-                .execute(conn)
-                .await?;
+            diesel::update(products::table.find(&id)).set(&row).execute(conn).await?;
             let event = outbox_row(&product, OutboxOp::Upsert);
-            diesel::insert_into(outbox::table)
-                .values(&event)
-                .execute(conn)
-                .await?;
+            diesel::insert_into(outbox::table).values(&event).execute(conn).await?;
             Ok(product)
         })
     }
 
     /// Soft-deletes a live product and records the deletion in the outbox, atomically.
-    pub async fn delete_product(
-        &self,
-        id: ProductId,
-        owner: Option<UserId>,
-    ) -> Result<(), WriteError> {
+    pub async fn delete_product(&self, id: ProductId, owner: Option<UserId>) -> Result<(), WriteError> {
         let now = Timestamp::now().0;
-        let event = OutboxRow {
-            product_id: id.to_string(),
-            op: OutboxOp::Delete.as_str(),
-            embedding: None,
-            created_at: now,
-        };
+        let event =
+            OutboxRow { product_id: id.to_string(), op: OutboxOp::Delete.as_str(), embedding: None, created_at: now };
         let id = id.to_string();
         let owner = owner.map(|o| o.to_string());
         let _guard = self.write_guard().await;
         with_transaction!(self, WriteError, |conn| {
             product_for_write!(conn, &id, owner.as_ref());
-            let changed = diesel::update(
-                products::table
-                    .find(&id)
-                    .filter(products::deleted_at.is_null()),
-            )
-            .set((
-                products::deleted_at.eq(Some(now)),
-                products::updated_at.eq(now),
-            ))
-            .execute(conn)
-            .await?;
+            let changed = diesel::update(products::table.find(&id).filter(products::deleted_at.is_null()))
+                .set((products::deleted_at.eq(Some(now)), products::updated_at.eq(now)))
+                .execute(conn)
+                .await?;
             if changed == 0 {
                 return Err(WriteError::ProductNotFound);
             }
-            diesel::insert_into(outbox::table)
-                .values(&event)
-                .execute(conn)
-                .await?;
+            diesel::insert_into(outbox::table).values(&event).execute(conn).await?;
             Ok(())
         })
     }
 
     /// Outbox events with an id greater than `after`, oldest first.
-    pub async fn outbox_after(
-        &self,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<OutboxEvent>, StoreError> {
+    pub async fn outbox_after(&self, after: i64, limit: i64) -> Result<Vec<OutboxEvent>, StoreError> {
         let rows: Vec<(i64, String, String, Option<Vec<u8>>)> = with_conn!(self, |conn| {
             outbox::table
                 .filter(outbox::id.gt(after))
                 .order(outbox::id.asc())
                 .limit(limit)
-                .select((
-                    outbox::id,
-                    outbox::product_id,
-                    outbox::op,
-                    outbox::embedding,
-                ))
+                .select((outbox::id, outbox::product_id, outbox::op, outbox::embedding))
                 .load(conn)
                 .await?
         });
@@ -553,11 +451,7 @@ impl Db {
     /// How many live products there are.
     pub async fn count_products(&self) -> Result<i64, StoreError> {
         Ok(with_conn!(self, |conn| {
-            products::table
-                .filter(products::deleted_at.is_null())
-                .count()
-                .get_result::<i64>(conn)
-                .await?
+            products::table.filter(products::deleted_at.is_null()).count().get_result::<i64>(conn).await?
         }))
     }
 }

@@ -43,8 +43,9 @@ impl From<DieselError> for StoreError {
                 match kind {
                     DatabaseErrorKind::UniqueViolation => Self::UniqueViolation(message),
                     DatabaseErrorKind::ForeignKeyViolation => Self::ForeignKeyViolation(message),
-                    DatabaseErrorKind::ClosedConnection
-                    | DatabaseErrorKind::UnableToSendCommand => Self::Unavailable(message),
+                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand => {
+                        Self::Unavailable(message)
+                    }
                     _ if looks_unavailable(&message) => Self::Unavailable(message),
                     _ => Self::Unexpected(anyhow::anyhow!("database error ({kind:?}): {message}")),
                 }
@@ -70,9 +71,7 @@ impl From<diesel_async::pooled_connection::PoolError> for StoreError {
 impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for StoreError {
     fn from(e: bb8::RunError<diesel_async::pooled_connection::PoolError>) -> Self {
         match e {
-            bb8::RunError::TimedOut => {
-                Self::Unavailable("no database connection within the checkout timeout".into())
-            }
+            bb8::RunError::TimedOut => Self::Unavailable("no database connection within the checkout timeout".into()),
             bb8::RunError::User(e) => Self::Unavailable(e.to_string()),
         }
     }

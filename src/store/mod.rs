@@ -14,9 +14,7 @@ use diesel::SqliteConnection;
 use diesel_async::{
     AsyncConnection, AsyncMigrationHarness, AsyncMysqlConnection, AsyncPgConnection, RunQueryDsl,
     SimpleAsyncConnection,
-    pooled_connection::{
-        AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
-    },
+    pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod},
     sync_connection_wrapper::SyncConnectionWrapper,
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -89,9 +87,7 @@ macro_rules! with_transaction {
         match $db {
             $crate::store::Db::Sqlite { pool, .. } => {
                 let mut pooled = pool.get().await?;
-                pooled
-                    .immediate_transaction::<_, $err, _>(async |$conn| $body)
-                    .await
+                pooled.immediate_transaction::<_, $err, _>(async |$conn| $body).await
             }
             $crate::store::Db::Postgres(pool) => {
                 let mut pooled = pool.get().await?;
@@ -112,22 +108,14 @@ impl Db {
         Ok(match url {
             DatabaseUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        StoreError::Unexpected(anyhow::anyhow!(
-                            "cannot create {}: {e}",
-                            dir.display()
-                        ))
-                    })?;
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| StoreError::Unexpected(anyhow::anyhow!("cannot create {}: {e}", dir.display())))?;
                 }
                 let mut config = ManagerConfig::<Sqlite>::default();
                 config.custom_setup = Box::new(|url| setup_sqlite(url.to_owned()).boxed());
                 config.recycling_method = RecyclingMethod::Fast;
-                let manager =
-                    AsyncDieselConnectionManager::new_with_config(path.to_string_lossy(), config);
-                Self::Sqlite {
-                    pool: build_pool(manager, settings),
-                    write_lock: Arc::default(),
-                }
+                let manager = AsyncDieselConnectionManager::new_with_config(path.to_string_lossy(), config);
+                Self::Sqlite { pool: build_pool(manager, settings), write_lock: Arc::default() }
             }
             DatabaseUrl::Postgres(url) => {
                 // tokio-postgres notices a closed socket by itself, so checking `is_broken` on
@@ -135,29 +123,17 @@ impl Db {
                 let mut config = ManagerConfig::<AsyncPgConnection>::default();
                 config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
                     let broken = conn.is_broken();
-                    async move {
-                        if broken {
-                            Err(diesel::result::Error::BrokenTransactionManager)
-                        } else {
-                            Ok(())
-                        }
-                    }
-                    .boxed()
+                    async move { if broken { Err(diesel::result::Error::BrokenTransactionManager) } else { Ok(()) } }
+                        .boxed()
                 }));
-                Self::Postgres(build_pool(
-                    AsyncDieselConnectionManager::new_with_config(url, config),
-                    settings,
-                ))
+                Self::Postgres(build_pool(AsyncDieselConnectionManager::new_with_config(url, config), settings))
             }
             DatabaseUrl::Mysql(url) => {
                 // mysql_async does not flag a dead connection as broken; verify on checkout so a
                 // restarted server doesn't leave the pool full of dead connections.
                 let mut config = ManagerConfig::default();
                 config.recycling_method = RecyclingMethod::Verified;
-                Self::Mysql(build_pool(
-                    AsyncDieselConnectionManager::new_with_config(url, config),
-                    settings,
-                ))
+                Self::Mysql(build_pool(AsyncDieselConnectionManager::new_with_config(url, config), settings))
             }
         })
     }
@@ -176,8 +152,7 @@ impl Db {
         fn run<C>(conn: C, migrations: EmbeddedMigrations) -> Result<usize, StoreError>
         where
             C: AsyncConnection,
-            AsyncMigrationHarness<C>:
-                MigrationHarness<<C as diesel_async::AsyncConnectionCore>::Backend>,
+            AsyncMigrationHarness<C>: MigrationHarness<<C as diesel_async::AsyncConnectionCore>::Backend>,
         {
             let mut harness = AsyncMigrationHarness::new(conn);
             let applied = harness

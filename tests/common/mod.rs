@@ -7,9 +7,7 @@ pub mod proxy;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use diesel_async::{
-    AsyncConnection, AsyncMysqlConnection, AsyncPgConnection, SimpleAsyncConnection,
-};
+use diesel_async::{AsyncConnection, AsyncMysqlConnection, AsyncPgConnection, SimpleAsyncConnection};
 use soko::{
     configuration::Config,
     domain::auth::Role,
@@ -46,14 +44,9 @@ impl Bearer {
 }
 
 impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
+            request.metadata_mut().insert("authorization", value.clone());
         }
         Ok(request)
     }
@@ -86,10 +79,7 @@ impl Backend {
             Ok(list) if !ci => {
                 let on = list.split(',').any(|b| b.trim() == self.name());
                 if !on {
-                    eprintln!(
-                        "SKIPPED: backend {} is not in SOKO_TEST_BACKENDS={list}",
-                        self.name()
-                    );
+                    eprintln!("SKIPPED: backend {} is not in SOKO_TEST_BACKENDS={list}", self.name());
                 }
                 on
             }
@@ -137,8 +127,9 @@ fn admin_url(backend: Backend) -> String {
         Backend::Sqlite => String::new(),
         Backend::Postgres => std::env::var("SOKO_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
-        Backend::Mysql => std::env::var("SOKO_TEST_MYSQL_URL")
-            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into()),
+        Backend::Mysql => {
+            std::env::var("SOKO_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into())
+        }
     }
 }
 
@@ -163,45 +154,21 @@ impl TestDatabase {
                 let dir = std::env::temp_dir().join(&name);
                 std::fs::create_dir_all(&dir).expect("temp dir");
                 let url = dir.join("soko.db").to_string_lossy().into_owned();
-                Self {
-                    backend,
-                    url,
-                    name,
-                    admin_url,
-                    dir: Some(dir),
-                }
+                Self { backend, url, name, admin_url, dir: Some(dir) }
             }
             Backend::Postgres => {
-                let mut conn = AsyncPgConnection::establish(&admin_url)
-                    .await
-                    .unwrap_or_else(|e| unreachable(&e));
-                conn.batch_execute(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .expect("create database");
+                let mut conn = AsyncPgConnection::establish(&admin_url).await.unwrap_or_else(|e| unreachable(&e));
+                conn.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
                 let url = with_database(&admin_url, &name);
-                Self {
-                    backend,
-                    url,
-                    name,
-                    admin_url,
-                    dir: None,
-                }
+                Self { backend, url, name, admin_url, dir: None }
             }
             Backend::Mysql => {
-                let mut conn = AsyncMysqlConnection::establish(&admin_url)
-                    .await
-                    .unwrap_or_else(|e| unreachable(&e));
+                let mut conn = AsyncMysqlConnection::establish(&admin_url).await.unwrap_or_else(|e| unreachable(&e));
                 conn.batch_execute(&format!("CREATE DATABASE {name} CHARACTER SET utf8mb4"))
                     .await
                     .expect("create database");
                 let url = with_database(&admin_url, &name);
-                Self {
-                    backend,
-                    url,
-                    name,
-                    admin_url,
-                    dir: None,
-                }
+                Self { backend, url, name, admin_url, dir: None }
             }
         }
     }
@@ -213,11 +180,7 @@ impl TestDatabase {
         let (_, path) = rest.split_once('/').expect("path in url");
         // mysql_async switches loopback connections to the Unix socket unless told not to, which
         // would bypass the proxy.
-        let options = if self.backend == Backend::Mysql {
-            "?prefer_socket=false"
-        } else {
-            ""
-        };
+        let options = if self.backend == Backend::Mysql { "?prefer_socket=false" } else { "" };
         format!("{scheme}://{user}@{addr}/{path}{options}")
     }
 
@@ -252,10 +215,7 @@ impl TestDatabase {
         use std::net::ToSocketAddrs;
         let rest = self.url.split_once('@').expect("user in url").1;
         let host = rest.split_once('/').expect("path").0;
-        host.to_socket_addrs()
-            .expect("resolve")
-            .next()
-            .expect("an address")
+        host.to_socket_addrs().expect("resolve").next().expect("an address")
     }
 }
 
@@ -268,26 +228,17 @@ impl Drop for TestDatabase {
         let (backend, admin_url, name) = (self.backend, self.admin_url.clone(), self.name.clone());
         // Drop runs inside the test's runtime, which can't be blocked on; use a thread of its own.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async move {
                 match backend {
                     Backend::Postgres => {
                         if let Ok(mut c) = AsyncPgConnection::establish(&admin_url).await {
-                            let _ = c
-                                .batch_execute(&format!(
-                                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                                ))
-                                .await;
+                            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
                         }
                     }
                     Backend::Mysql => {
                         if let Ok(mut c) = AsyncMysqlConnection::establish(&admin_url).await {
-                            let _ = c
-                                .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-                                .await;
+                            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await;
                         }
                     }
                     Backend::Sqlite => {}
@@ -314,18 +265,14 @@ pub fn test_config(database_url: &str, overrides: &[(&str, &str)]) -> Config {
         ("SOKO_RATE_LIMIT_TRANSACTION".into(), "1000000/min".into()),
         ("SOKO_RATE_LIMIT_ADMIN".into(), "1000000/min".into()),
         ("SOKO_RATE_LIMIT_API_KEY".into(), "1000000/min".into()),
-        (
-            "RUST_LOG".into(),
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()),
-        ),
+        ("RUST_LOG".into(), std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into())),
     ];
     for (k, v) in overrides {
         vars.retain(|(key, _)| key != k);
         vars.push(((*k).into(), (*v).into()));
     }
-    let config =
-        Config::from_lookup(|key| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
-            .expect("valid test configuration");
+    let config = Config::from_lookup(|key| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
+        .expect("valid test configuration");
     soko::telemetry::init(&config);
     config
 }
@@ -358,43 +305,24 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
 /// Starts a server on an existing database URL.
 pub async fn spawn_on(database_url: &str, overrides: &[(&str, &str)]) -> TestApp {
     let config = test_config(database_url, overrides);
-    let app = Application::build(config.clone())
-        .await
-        .expect("server starts");
+    let app = Application::build(config.clone()).await.expect("server starts");
     let accounts = soko::startup::accounts(&config, app.db());
     // Fails harmlessly when a second server shares the database and the admin exists.
-    let _ = accounts
-        .create_user(ADMIN_EMAIL, ADMIN_PASSWORD, Role::Admin)
-        .await;
+    let _ = accounts.create_user(ADMIN_EMAIL, ADMIN_PASSWORD, Role::Admin).await;
     let grpc_addr = app.grpc_addr();
     let ops_addr = app.ops_addr();
     let (tx, rx) = oneshot::channel();
     let handle = tokio::spawn(app.run_until(async {
         let _ = rx.await;
     }));
-    let channel = Channel::from_shared(format!("http://{grpc_addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let admin_token = login(&channel, ADMIN_EMAIL, ADMIN_PASSWORD)
-        .await
-        .access_token;
-    let db = Db::connect(
-        &config.database,
-        &PoolSettings {
-            max_size: 2,
-            checkout_timeout: Duration::from_secs(5),
-        },
-    )
-    .expect("test pool");
+    let channel = Channel::from_shared(format!("http://{grpc_addr}")).expect("uri").connect().await.expect("connect");
+    let admin_token = login(&channel, ADMIN_EMAIL, ADMIN_PASSWORD).await.access_token;
+    let db = Db::connect(&config.database, &PoolSettings { max_size: 2, checkout_timeout: Duration::from_secs(5) })
+        .expect("test pool");
     TestApp {
         grpc_addr,
         ops_addr,
-        catalog: CatalogServiceClient::with_interceptor(
-            channel.clone(),
-            Bearer::new(Some(&admin_token)),
-        ),
+        catalog: CatalogServiceClient::with_interceptor(channel.clone(), Bearer::new(Some(&admin_token))),
         admin_token,
         channel,
         db,
@@ -407,10 +335,7 @@ pub async fn spawn_on(database_url: &str, overrides: &[(&str, &str)]) -> TestApp
 /// Logs in and returns the session's tokens.
 pub async fn login(channel: &Channel, email: &str, password: &str) -> auth_pb::TokenPair {
     AuthServiceClient::new(channel.clone())
-        .login(auth_pb::LoginRequest {
-            email: email.into(),
-            password: password.into(),
-        })
+        .login(auth_pb::LoginRequest { email: email.into(), password: password.into() })
         .await
         .expect("login")
         .into_inner()
@@ -444,10 +369,7 @@ impl TestApp {
             .await
             .expect("register")
             .into_inner();
-        (
-            response.user.expect("user").id,
-            response.tokens.expect("tokens"),
-        )
+        (response.user.expect("user").id, response.tokens.expect("tokens"))
     }
 
     /// Begins shutdown and waits for the server to finish draining.
@@ -455,19 +377,13 @@ impl TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        self.handle
-            .take()
-            .expect("running")
-            .await
-            .expect("server task")
+        self.handle.take().expect("running").await.expect("server task")
     }
 
     pub async fn seller(&self, name: &str) -> pb::Seller {
         let mut client = self.catalog.clone();
         client
-            .create_seller(pb::CreateSellerRequest {
-                display_name: name.into(),
-            })
+            .create_seller(pb::CreateSellerRequest { display_name: name.into() })
             .await
             .expect("create seller")
             .into_inner()
@@ -478,9 +394,7 @@ impl TestApp {
     pub async fn create(&self, product: pb::Product) -> pb::Product {
         let mut client = self.catalog.clone();
         client
-            .create_product(pb::CreateProductRequest {
-                product: Some(product),
-            })
+            .create_product(pb::CreateProductRequest { product: Some(product) })
             .await
             .expect("create product")
             .into_inner()
@@ -502,10 +416,7 @@ pub fn product(seller_id: &str, name: &str, category: &str, price: i64) -> pb::P
     pb::Product {
         name: name.into(),
         description: format!("{name}, a fine thing"),
-        price: Some(pb::Money {
-            amount_minor: price,
-            currency_code: "KES".into(),
-        }),
+        price: Some(pb::Money { amount_minor: price, currency_code: "KES".into() }),
         category_id: category.into(),
         seller_id: seller_id.into(),
         image_urls: vec!["https://img.example/a.webp".into()],

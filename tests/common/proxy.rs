@@ -44,12 +44,7 @@ impl Proxy {
                 }
             }
         });
-        Self {
-            addr,
-            up,
-            connections,
-            accept,
-        }
+        Self { addr, up, connections, accept }
     }
 
     /// Closes every connection and refuses new ones; returns once the connections are closed.
