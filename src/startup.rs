@@ -125,6 +125,7 @@ impl Application {
             accounts: accounts.clone(),
             api_keys: api_keys.clone(),
             trusted_proxies: Arc::new(config.limits.trusted_proxies.clone()),
+            audit: audit.clone(),
         };
         let limiter = RateLimiter::new(&config.rate_limits).context("setting up the rate limiter")?;
         let rate_limit = RateLimit { limiter: limiter.clone(), config: Arc::new(config.rate_limits.clone()) };

@@ -4,7 +4,7 @@
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::{role_from_proto, user_to_proto},
+    auth::{role_from_proto, role_to_proto, user_to_proto},
     context, from_timestamp,
     status::code_name,
     timestamp,
@@ -39,11 +39,13 @@ impl AdminApi {
         method: &str,
         resource: &str,
         reason: &str,
+        details: &[(&str, String)],
         result: Result<T, Error>,
     ) -> Result<T, Status> {
         let result = result.map_err(Status::from);
         let code = result.as_ref().map_or_else(|s| code_name(s.code()), |_| "OK");
-        self.audit.record(ctx, &format!("soko.admin.v1.AdminService.{method}"), resource, code, reason).await;
+        let action = format!("soko.admin.v1.AdminService.{method}");
+        self.audit.record_with(ctx, &action, resource, code, reason, details).await;
         result
     }
 }
@@ -72,7 +74,7 @@ fn audit_event_to_proto(e: AuditEvent) -> pb::AuditEvent {
         reason: e.reason,
         client_ip: e.client_ip,
         request_id: e.request_id,
-        details: Default::default(),
+        details: e.details.into_iter().collect(),
     }
 }
 
@@ -89,7 +91,7 @@ impl AdminService for AdminApi {
         let ctx = context(&request);
         let r = request.into_inner();
         let result = self.accounts.list_users(&r.email, role_from_proto(r.role), r.page_size, &r.page_token).await;
-        let (users, next) = self.audited(&ctx, "ListUsers", "users", "", result).await?;
+        let (users, next) = self.audited(&ctx, "ListUsers", "users", "", &[], result).await?;
         Ok(Response::new(pb::ListUsersResponse {
             users: users.into_iter().map(user_to_proto).collect(),
             next_page_token: next.unwrap_or_default(),
@@ -103,11 +105,15 @@ impl AdminService for AdminApi {
         let ctx = context(&request);
         let r = request.into_inner();
         let result = self.accounts.set_role(&ctx, &r.user_id, role_from_proto(r.role)).await;
-        let reason = match &result {
-            Ok((user, old)) => format!("{old} -> {}; {}", user.role, r.reason),
-            Err(_) => r.reason.clone(),
+        let details = match &result {
+            Ok((user, old)) => vec![
+                ("old_role", role_to_proto(*old).as_str_name().to_owned()),
+                ("new_role", role_to_proto(user.role).as_str_name().to_owned()),
+            ],
+            Err(_) => vec![],
         };
-        let (user, _) = self.audited(&ctx, "SetUserRole", &format!("user:{}", r.user_id), &reason, result).await?;
+        let resource = format!("users/{}", r.user_id);
+        let (user, _) = self.audited(&ctx, "SetUserRole", &resource, &r.reason, &details, result).await?;
         Ok(Response::new(pb::SetUserRoleResponse { user: Some(user_to_proto(user)) }))
     }
 
@@ -120,10 +126,10 @@ impl AdminService for AdminApi {
         let result =
             self.api_keys.create(&r.user_id, &r.display_name, r.expire_time.as_ref().map(from_timestamp)).await;
         let resource = match &result {
-            Ok((key, _)) => format!("api_key:{}", key.id),
-            Err(_) => format!("user:{}", r.user_id),
+            Ok((key, _)) => format!("api_keys/{}", key.id),
+            Err(_) => format!("users/{}", r.user_id),
         };
-        let (key, secret) = self.audited(&ctx, "CreateApiKey", &resource, &r.reason, result).await?;
+        let (key, secret) = self.audited(&ctx, "CreateApiKey", &resource, &r.reason, &[], result).await?;
         Ok(Response::new(pb::CreateApiKeyResponse { api_key: Some(api_key_to_proto(key)), secret }))
     }
 
@@ -134,7 +140,7 @@ impl AdminService for AdminApi {
         let ctx = context(&request);
         let r = request.into_inner();
         let result = self.api_keys.revoke(&r.id).await;
-        let key = self.audited(&ctx, "RevokeApiKey", &format!("api_key:{}", r.id), &r.reason, result).await?;
+        let key = self.audited(&ctx, "RevokeApiKey", &format!("api_keys/{}", r.id), &r.reason, &[], result).await?;
         Ok(Response::new(pb::RevokeApiKeyResponse { api_key: Some(api_key_to_proto(key)) }))
     }
 
@@ -145,7 +151,7 @@ impl AdminService for AdminApi {
         let ctx = context(&request);
         let r = request.into_inner();
         let result = self.api_keys.list(&r.user_id, r.show_inactive, r.page_size, &r.page_token).await;
-        let (keys, next) = self.audited(&ctx, "ListApiKeys", "api_keys", "", result).await?;
+        let (keys, next) = self.audited(&ctx, "ListApiKeys", "api_keys", "", &[], result).await?;
         Ok(Response::new(pb::ListApiKeysResponse {
             api_keys: keys.into_iter().map(api_key_to_proto).collect(),
             next_page_token: next.unwrap_or_default(),
@@ -166,7 +172,7 @@ impl AdminService for AdminApi {
         };
         // Listed before this call is recorded, so a page never contains its own request.
         let result = self.audit.list(filter, r.page_size, &r.page_token).await;
-        let (events, next) = self.audited(&ctx, "ListAuditEvents", "audit_events", "", result).await?;
+        let (events, next) = self.audited(&ctx, "ListAuditEvents", "audit_events", "", &[], result).await?;
         Ok(Response::new(pb::ListAuditEventsResponse {
             audit_events: events.into_iter().map(audit_event_to_proto).collect(),
             next_page_token: next.unwrap_or_default(),

@@ -132,7 +132,7 @@ impl Accounts {
         let (Some(email), Some(role)) = (email, role) else { unreachable!("checked above") };
         let user = self.insert_user(&email, password, role).await?;
         let (pair, _) = self.start_session(&user).await?;
-        self.audit.record(ctx, action::REGISTERED, &format!("user:{}", user.id), "OK", role.as_str()).await;
+        self.audit.record(ctx, action::REGISTERED, &format!("users/{}", user.id), "OK", role.as_str()).await;
         Ok((user, pair))
     }
 
@@ -147,7 +147,7 @@ impl Accounts {
             .record(
                 &RequestContext::system(),
                 action::USER_CREATED_BY_CLI,
-                &format!("user:{}", user.id),
+                &format!("users/{}", user.id),
                 "OK",
                 role.as_str(),
             )
@@ -203,7 +203,9 @@ impl Accounts {
         let Some(row) = row.filter(|_| verified) else {
             self.throttle.record_failure(&account_key, ACCOUNT_BACKOFF);
             self.throttle.record_failure(&ip_key, IP_BACKOFF);
-            self.audit.record(ctx, action::LOGIN_FAILED, &format!("email:{email}"), "UNAUTHENTICATED", "").await;
+            self.audit
+                .record_with(ctx, action::LOGIN_FAILED, "", "UNAUTHENTICATED", "", &[("email", email.clone())])
+                .await;
             return Err(Error::Unauthenticated(BAD_CREDENTIALS));
         };
         self.throttle.record_success(&account_key);
@@ -211,7 +213,7 @@ impl Accounts {
         let (pair, session_id) = self.start_session(&user).await?;
         let principal = Principal::User { user_id: user.id, role: user.role, session_id };
         let ctx = RequestContext { principal, ..ctx.clone() };
-        self.audit.record(&ctx, action::LOGIN_SUCCEEDED, &format!("user:{}", user.id), "OK", "").await;
+        self.audit.record(&ctx, action::LOGIN_SUCCEEDED, &format!("users/{}", user.id), "OK", "").await;
         Ok((user, pair))
     }
 
@@ -254,12 +256,13 @@ impl Accounts {
             RotateOutcome::Reused { user_id, session_id } => {
                 tracing::warn!(user_id, session_id, "refresh token reuse: session revoked");
                 self.audit
-                    .record(
+                    .record_with(
                         ctx,
                         action::REFRESH_REUSE_DETECTED,
-                        &format!("session:{session_id}"),
+                        &format!("sessions/{session_id}"),
                         "UNAUTHENTICATED",
-                        &format!("user:{user_id}"),
+                        "refresh token presented twice; session revoked",
+                        &[("user_id", user_id.clone())],
                     )
                     .await;
                 Err(Error::Unauthenticated(BAD_REFRESH))
@@ -279,7 +282,7 @@ impl Accounts {
         }
         let session = self.db.revoke_session_of_token(&secrets::digest(refresh_token), Timestamp::now().0).await?;
         let session = session.ok_or(Error::Unauthenticated(BAD_REFRESH))?;
-        self.audit.record(ctx, action::LOGGED_OUT, &format!("session:{session}"), "OK", "").await;
+        self.audit.record(ctx, action::LOGGED_OUT, &format!("sessions/{session}"), "OK", "").await;
         Ok(())
     }
 
@@ -319,7 +322,7 @@ impl Accounts {
         let hash = self.hasher.hash(new).await.map_err(password_error)?;
         self.db.change_password(&row.id, &hash, Some(&session_id.to_string()), Timestamp::now().0).await?;
         self.audit
-            .record(ctx, action::PASSWORD_CHANGED, &format!("user:{user_id}"), "OK", "other sessions revoked")
+            .record(ctx, action::PASSWORD_CHANGED, &format!("users/{user_id}"), "OK", "other sessions revoked")
             .await;
         Ok(())
     }

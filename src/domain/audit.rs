@@ -1,6 +1,8 @@
 //! The audit log: who did what, to what, from where, with which outcome. Written for security
 //! events (logins, token reuse, role and key changes) and every admin call.
 
+use std::collections::BTreeMap;
+
 use super::{
     Error,
     auth::RequestContext,
@@ -34,6 +36,7 @@ pub struct AuditEvent {
     pub reason: String,
     pub client_ip: String,
     pub request_id: String,
+    pub details: BTreeMap<String, String>,
 }
 
 impl From<AuditRow> for AuditEvent {
@@ -48,6 +51,7 @@ impl From<AuditRow> for AuditEvent {
             reason: r.reason,
             client_ip: r.client_ip,
             request_id: r.request_id,
+            details: serde_json::from_str(&r.details).unwrap_or_default(),
         }
     }
 }
@@ -68,6 +72,20 @@ impl Audit {
     /// Records an event. A failure to audit is logged, not returned: the action it describes has
     /// already happened (or been refused) and the caller's answer must not change because of it.
     pub async fn record(&self, ctx: &RequestContext, action: &str, resource: &str, status_code: &str, reason: &str) {
+        self.record_with(ctx, action, resource, status_code, reason, &[]).await;
+    }
+
+    /// Records an event with action-specific facts (never secrets).
+    pub async fn record_with(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        resource: &str,
+        status_code: &str,
+        reason: &str,
+        details: &[(&str, String)],
+    ) {
+        let details: BTreeMap<&str, &String> = details.iter().map(|(k, v)| (*k, v)).collect();
         let row = NewAuditRow {
             event_time: Timestamp::now().0,
             principal: ctx.principal.audit_name(),
@@ -77,6 +95,7 @@ impl Audit {
             reason: reason.chars().take(MAX_REASON_CHARS).collect(),
             client_ip: ctx.client_ip.clone(),
             request_id: ctx.request_id.chars().take(128).collect(),
+            details: serde_json::to_string(&details).unwrap_or_else(|_| "{}".into()),
         };
         if let Err(e) = self.db.insert_audit_event(&row).await {
             tracing::error!(error = %e, action, resource, "writing an audit event failed");

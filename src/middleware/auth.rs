@@ -33,6 +33,7 @@ pub struct Identify {
     pub accounts: Accounts,
     pub api_keys: ApiKeys,
     pub trusted_proxies: Arc<Vec<Cidr>>,
+    pub audit: Audit,
 }
 
 enum Credentials<'a> {
@@ -84,7 +85,15 @@ impl Gate for Identify {
         let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
         // Invalid credentials are refused even on public methods: a client sending a bad token
         // has a bug it should hear about, not silently become anonymous.
-        let principal = self.principal(request.headers()).await.map_err(Status::from)?;
+        let principal = match self.principal(request.headers()).await {
+            Ok(principal) => principal,
+            Err(e) => {
+                let status = Status::from(e);
+                let ctx = RequestContext { principal: Principal::Anonymous, client_ip, request_id };
+                audit_admin_refusal(&self.audit, request.uri().path(), &ctx, &status, "invalid credentials").await;
+                return Err(status.into());
+            }
+        };
         request.extensions_mut().insert(RequestContext { principal, client_ip, request_id });
         Ok(Admit::default())
     }
@@ -116,12 +125,17 @@ impl Gate for Authorize {
         };
         if let Err(e) = authorize(policy.access, &ctx.principal) {
             let status = Status::from(e);
-            if path.starts_with("/soko.admin.v1.AdminService/") {
-                let action = path.trim_start_matches('/').replace('/', ".");
-                self.audit.record(ctx, &action, "", code_name(status.code()), "refused by policy").await;
-            }
+            audit_admin_refusal(&self.audit, path, ctx, &status, "refused by policy").await;
             return Err(status.into());
         }
         Ok(Admit::default())
+    }
+}
+
+/// Every AdminService call is audited, including those refused before reaching the service.
+async fn audit_admin_refusal(audit: &Audit, path: &str, ctx: &RequestContext, status: &Status, why: &str) {
+    if path.starts_with("/soko.admin.v1.AdminService/") {
+        let action = path.trim_start_matches('/').replace('/', ".");
+        audit.record(ctx, &action, "", code_name(status.code()), why).await;
     }
 }

@@ -6,7 +6,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use argon2::{Algorithm, Argon2, Params, Version};
+use std::sync::Mutex;
+
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
 use tokio::sync::Semaphore;
 
@@ -33,6 +35,9 @@ pub enum PasswordError {
 #[derive(Clone)]
 pub struct PasswordHasher {
     permits: Arc<Semaphore>,
+    /// Argon2 working memory, reused across hashes: allocating 19 MiB afresh on whichever blocking
+    /// thread runs each hash leaves the allocator holding far more than the permits allow.
+    buffers: Arc<Mutex<Vec<Vec<Block>>>>,
     queue_timeout: Duration,
     params: (u32, u32, u32),
 }
@@ -45,7 +50,12 @@ impl PasswordHasher {
 
     /// Cheaper parameters, for tests that create many accounts.
     pub fn with_params(concurrency: usize, queue_timeout: Duration, params: (u32, u32, u32)) -> Self {
-        Self { permits: Arc::new(Semaphore::new(concurrency.max(1))), queue_timeout, params }
+        Self {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            buffers: Arc::new(Mutex::new(Vec::new())),
+            queue_timeout,
+            params,
+        }
     }
 
     /// Returns a PHC string: `$argon2id$v=19$m=…,t=…,p=…$salt$hash`.
@@ -84,14 +94,20 @@ impl PasswordHasher {
             .await
             .map_err(|_| PasswordError::Busy)?
             .map_err(|_| PasswordError::Busy)?;
+        let buffers = self.buffers.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let params = Params::new(m, t, p, Some(HASH_LEN)).map_err(|e| PasswordError::Internal(e.to_string()))?;
+            let blocks = params.block_count();
+            // At most one buffer per permit exists, since a buffer is only out while its permit is.
+            let reused = buffers.lock().expect("buffer pool lock").pop().filter(|b| b.len() == blocks);
+            let mut memory = reused.unwrap_or_else(|| vec![Block::default(); blocks]);
             let mut out = vec![0u8; HASH_LEN];
-            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-                .hash_password_into(&password, &salt, &mut out)
-                .map_err(|e| PasswordError::Internal(e.to_string()))?;
-            Ok(out)
+            let result = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password_into_with_memory(&password, &salt, &mut out, &mut memory)
+                .map_err(|e| PasswordError::Internal(e.to_string()));
+            buffers.lock().expect("buffer pool lock").push(memory);
+            result.map(|()| out)
         })
         .await
         .map_err(|e| PasswordError::Internal(e.to_string()))?

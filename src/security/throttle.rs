@@ -13,7 +13,7 @@ use std::{
 
 #[derive(Debug, Clone, Copy)]
 pub struct BackoffPolicy {
-    /// Failures allowed before any wait is imposed.
+    /// Failures allowed before a wait is imposed: after this many, the next attempt waits.
     pub free_failures: u32,
     /// The first wait; each later failure doubles it.
     pub base: Duration,
@@ -66,8 +66,9 @@ impl LoginThrottle {
         }
         record.failures += 1;
         record.last_failure = now;
-        if let Some(over) = record.failures.checked_sub(policy.free_failures).filter(|n| *n > 0) {
-            let wait = policy.base.saturating_mul(1u32 << (over - 1).min(20)).min(policy.max);
+        // The failure that uses up the free ones already imposes the first wait.
+        if let Some(over) = record.failures.checked_sub(policy.free_failures) {
+            let wait = policy.base.saturating_mul(1u32 << over.min(20)).min(policy.max);
             record.blocked_until = now + wait;
         }
     }
@@ -85,7 +86,6 @@ mod tests {
     fn backoff_grows_after_free_failures_and_success_clears_it() {
         let policy = BackoffPolicy { free_failures: 2, base: Duration::from_secs(1), max: Duration::from_secs(8) };
         let t = LoginThrottle::default();
-        t.record_failure("a", policy);
         t.record_failure("a", policy);
         assert!(t.check("a").is_ok());
         t.record_failure("a", policy);

@@ -46,6 +46,8 @@ pub struct AuditRow {
     pub reason: String,
     pub client_ip: String,
     pub request_id: String,
+    /// JSON object of action-specific facts.
+    pub details: String,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -59,6 +61,7 @@ pub struct NewAuditRow {
     pub reason: String,
     pub client_ip: String,
     pub request_id: String,
+    pub details: String,
 }
 
 #[derive(Insertable)]

@@ -101,6 +101,7 @@ diesel::table! {
         reason -> Text,
         client_ip -> Text,
         request_id -> Text,
+        details -> Text,
     }
 }
 
