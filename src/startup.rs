@@ -127,10 +127,11 @@ impl Application {
             trusted_proxies: Arc::new(config.limits.trusted_proxies.clone()),
             audit: audit.clone(),
         };
-        let limiter = RateLimiter::new(&config.rate_limits).context("setting up the rate limiter")?;
-        let rate_limit = RateLimit { limiter: limiter.clone(), config: Arc::new(config.rate_limits.clone()) };
-        let authorize = Authorize { audit: audit.clone() };
+        // Installed before anything registers a metric, or those handles would record nowhere.
         crate::telemetry::metrics();
+        let limiter = RateLimiter::new(&config.rate_limits).context("setting up the rate limiter")?;
+        let rate_limit = RateLimit::new(limiter.clone(), config.rate_limits.clone());
+        let authorize = Authorize { audit: audit.clone() };
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)

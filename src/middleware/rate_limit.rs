@@ -15,13 +15,54 @@ use crate::{
     configuration::RateLimitConfig,
     domain::auth::{Principal, RequestContext},
     policy::{self, RateClass},
-    ratelimit::{Bucket, Decision, Rate, RateLimiter},
+    ratelimit::{Backend, Bucket, Decision, Rate, RateLimiter},
 };
 
 #[derive(Clone)]
 pub struct RateLimit {
-    pub limiter: Arc<RateLimiter>,
-    pub config: Arc<RateLimitConfig>,
+    limiter: Arc<RateLimiter>,
+    config: Arc<RateLimitConfig>,
+    counters: Arc<DecisionCounters>,
+}
+
+const CLASSES: [RateClass; 6] =
+    [RateClass::Default, RateClass::Auth, RateClass::Search, RateClass::Upload, RateClass::Transaction, RateClass::Admin];
+const OUTCOMES: [&str; 3] = ["allowed", "shadow_rejected", "rejected"];
+const BACKENDS: [Backend; 2] = [Backend::Local, Backend::Redis];
+
+/// `soko_ratelimit_decisions_total` by class, outcome and backend, registered once: labelled
+/// lookups on every call would allocate on the hot path.
+struct DecisionCounters(Vec<metrics::Counter>);
+
+impl DecisionCounters {
+    fn new() -> Self {
+        let mut counters = Vec::new();
+        for class in CLASSES {
+            for outcome in OUTCOMES {
+                for backend in BACKENDS {
+                    counters.push(metrics::counter!(
+                        "soko_ratelimit_decisions_total",
+                        "class" => class_name(class),
+                        "outcome" => outcome,
+                        "backend" => backend.as_str()
+                    ));
+                }
+            }
+        }
+        Self(counters)
+    }
+
+    fn get(&self, class: RateClass, outcome: usize, backend: Backend) -> &metrics::Counter {
+        let c = CLASSES.iter().position(|x| *x == class).unwrap_or(0);
+        let b = BACKENDS.iter().position(|x| *x == backend).unwrap_or(0);
+        &self.0[(c * OUTCOMES.len() + outcome) * BACKENDS.len() + b]
+    }
+}
+
+impl RateLimit {
+    pub fn new(limiter: Arc<RateLimiter>, config: RateLimitConfig) -> Self {
+        Self { limiter, config: Arc::new(config), counters: Arc::new(DecisionCounters::new()) }
+    }
 }
 
 fn class_name(class: RateClass) -> &'static str {
@@ -40,17 +81,29 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-fn headers(decision: &Decision) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(name, v);
-        }
-    };
-    put("ratelimit-limit", decision.limit.to_string());
-    put("ratelimit-remaining", decision.remaining.to_string());
-    put("ratelimit-reset", ceil_secs(decision.reset).to_string());
-    put("ratelimit-policy", format!("{};w={}", decision.limit, decision.period.as_secs()));
+/// Allowed calls carry only the budget a client paces itself by: the limit (constant, so HTTP/2
+/// header compression sends it once per connection) and what remains. Every extra changing
+/// header costs encoding on both ends of every call (see BENCHMARKS.md).
+fn budget_headers(decision: &Decision) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(5);
+    h.insert("ratelimit-limit", HeaderValue::from(decision.limit));
+    let mut remaining = HeaderValue::from(decision.remaining);
+    // A value that changes on every response would otherwise enter HPACK's dynamic table each
+    // time and evict the stable headers (content-type, grpc-status…) that are cheap while indexed.
+    // "Never indexed" keeps the table for them.
+    remaining.set_sensitive(true);
+    h.insert("ratelimit-remaining", remaining);
+    h
+}
+
+/// Refusals say everything: when the budget resets and the policy it came from.
+fn refusal_headers(decision: &Decision, retry_after: Duration) -> HeaderMap {
+    let mut h = budget_headers(decision);
+    h.insert("ratelimit-reset", HeaderValue::from(ceil_secs(decision.reset)));
+    h.insert("retry-after", HeaderValue::from(retry_after.as_secs()));
+    if let Ok(policy) = HeaderValue::from_str(&format!("{};w={}", decision.limit, decision.period.as_secs())) {
+        h.insert("ratelimit-policy", policy);
+    }
     h
 }
 
@@ -92,24 +145,20 @@ impl Gate for RateLimit {
         let decision = self.limiter.check(&buckets).await;
         let shadow = self.config.shadow.contains(&class);
         let outcome = match (decision.allowed, shadow) {
-            (true, _) => "allowed",
-            (false, true) => "shadow_rejected",
-            (false, false) => "rejected",
+            (true, _) => 0,
+            (false, true) => 1,
+            (false, false) => 2,
         };
-        metrics::counter!("soko_ratelimit_decisions_total", "class" => class_name(class), "outcome" => outcome, "backend" => decision.backend.as_str())
-            .increment(1);
-        let mut headers = headers(&decision);
+        self.counters.get(class, outcome, decision.backend).increment(1);
         if decision.allowed {
-            return Ok(Admit { headers, guard: None });
+            return Ok(Admit { headers: budget_headers(&decision), guard: None });
         }
         if shadow {
             tracing::info!(class = class_name(class), principal = %ctx.principal.audit_name(), "rate limit would reject (shadow mode)");
             return Ok(Admit::default());
         }
         let retry_after = Duration::from_secs(ceil_secs(decision.retry_after).max(1));
-        if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().to_string()) {
-            headers.insert("retry-after", v);
-        }
+        let headers = refusal_headers(&decision, retry_after);
         let mut details = ErrorDetails::with_retry_info(Some(retry_after));
         details.add_quota_failure_violation(
             ctx.principal.audit_name(),

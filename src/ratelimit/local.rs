@@ -22,7 +22,12 @@ impl LocalStore {
                 tats.retain(|_, tat| *tat > now);
             }
             for (bucket, (_, tat)) in buckets.iter().zip(&decided) {
-                tats.insert(bucket.key.clone(), *tat);
+                match tats.get_mut(&bucket.key) {
+                    Some(stored) => *stored = *tat,
+                    None => {
+                        tats.insert(bucket.key.clone(), *tat);
+                    }
+                }
             }
         }
         decided.into_iter().map(|(s, _)| s).collect()

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
+use std::sync::Mutex;
+
 use bb8_redis::RedisConnectionManager;
+use redis::aio::MultiplexedConnection;
 
 use super::{Bucket, BucketState, gcra};
 
@@ -37,6 +40,10 @@ return out
 
 pub struct RedisStore {
     pool: bb8::Pool<RedisConnectionManager>,
+    /// One multiplexed connection shared by every call: Redis pipelines them on one socket, where
+    /// checking out a pooled connection per call would queue calls behind each other under load.
+    /// Replaced from the pool when it fails.
+    shared: Mutex<Option<MultiplexedConnection>>,
     script: redis::Script,
     timeout: Duration,
 }
@@ -53,24 +60,43 @@ impl RedisStore {
     pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
         let manager = RedisConnectionManager::new(url)?;
         let pool = bb8::Pool::builder()
-            .max_size(16)
+            .max_size(2)
             // A dead Redis must cost a call milliseconds, not bb8's default 30 s.
             .connection_timeout(timeout)
             .retry_connection(false)
             .build_unchecked(manager);
-        Ok(Self { pool, script: redis::Script::new(SCRIPT), timeout })
+        Ok(Self { pool, shared: Mutex::new(None), script: redis::Script::new(SCRIPT), timeout })
     }
 
     pub async fn check(&self, buckets: &[Bucket]) -> Result<Vec<BucketState>, RedisError> {
         let run = async {
-            let mut conn = self.pool.get().await.map_err(|e| RedisError::Failed(e.to_string()))?;
+            let cached = self.shared.lock().expect("redis connection lock").clone();
+            let mut conn = match cached {
+                Some(conn) => conn,
+                None => {
+                    let conn = self.pool.dedicated_connection().await.map_err(|e| RedisError::Failed(e.to_string()))?;
+                    *self.shared.lock().expect("redis connection lock") = Some(conn.clone());
+                    conn
+                }
+            };
             let mut invocation = self.script.prepare_invoke();
             for bucket in buckets {
                 invocation.key(&bucket.key).arg(bucket.rate.interval_us).arg(bucket.rate.burst);
             }
-            invocation.invoke_async::<Vec<i64>>(&mut *conn).await.map_err(|e| RedisError::Failed(e.to_string()))
+            invocation.invoke_async::<Vec<i64>>(&mut conn).await.map_err(|e| RedisError::Failed(e.to_string()))
         };
-        let out = tokio::time::timeout(self.timeout, run).await.map_err(|_| RedisError::Timeout(self.timeout))??;
+        // After a failure the connection may be dead or wedged: the next attempt starts afresh.
+        let out = match tokio::time::timeout(self.timeout, run).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => {
+                self.shared.lock().expect("redis connection lock").take();
+                return Err(e);
+            }
+            Err(_) => {
+                self.shared.lock().expect("redis connection lock").take();
+                return Err(RedisError::Timeout(self.timeout));
+            }
+        };
         let (allowed, now) = match out.as_slice() {
             [allowed, now, ..] if out.len() == buckets.len() + 2 => (*allowed == 1, *now),
             _ => {
