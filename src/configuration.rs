@@ -219,8 +219,6 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
     /// HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
-    /// Largest decoded message of upload-class methods (images).
-    pub max_upload_bytes: usize,
 }
 
 /// Secrets that ship in examples and tutorials: never acceptable in production.
@@ -466,12 +464,6 @@ impl Config {
                 "SOKO_MAX_CONCURRENT_STREAMS",
                 var("SOKO_MAX_CONCURRENT_STREAMS"),
                 256,
-            ),
-            max_upload_bytes: parse_or(
-                &mut problems,
-                "SOKO_MAX_UPLOAD_BYTES",
-                var("SOKO_MAX_UPLOAD_BYTES"),
-                10 * 1024 * 1024,
             ),
         };
         if limits.max_concurrent_requests == 0 {
