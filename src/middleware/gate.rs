@@ -5,6 +5,7 @@
 
 use std::{
     any::Any,
+    sync::Arc,
     future::Future,
     pin::Pin,
     task::{Context, Poll},
@@ -35,12 +36,20 @@ impl From<Status> for Refusal {
     }
 }
 
-pub trait Gate: Clone + Send + Sync + 'static {
+pub trait Gate: Send + Sync + 'static {
     fn check<B: Send>(&self, request: &mut http::Request<B>) -> impl Future<Output = Result<Admit, Refusal>> + Send;
 }
 
+/// Wraps a gate as a tower layer. The gate is shared, not cloned, per call: some gates own
+/// costly state (token keys, validation rules) that a per-call clone would copy every time.
 #[derive(Clone)]
-pub struct GateLayer<G>(pub G);
+pub struct GateLayer<G>(Arc<G>);
+
+impl<G> GateLayer<G> {
+    pub fn new(gate: G) -> Self {
+        Self(Arc::new(gate))
+    }
+}
 
 impl<S, G: Gate> Layer<S> for GateLayer<G> {
     type Service = GateService<S, G>;
@@ -49,10 +58,15 @@ impl<S, G: Gate> Layer<S> for GateLayer<G> {
     }
 }
 
-#[derive(Clone)]
 pub struct GateService<S, G> {
     inner: S,
-    gate: G,
+    gate: Arc<G>,
+}
+
+impl<S: Clone, G> Clone for GateService<S, G> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), gate: self.gate.clone() }
+    }
 }
 
 impl<S, G, B> Service<http::Request<B>> for GateService<S, G>
