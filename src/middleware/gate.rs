@@ -5,9 +5,9 @@
 
 use std::{
     any::Any,
-    sync::Arc,
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 

@@ -25,8 +25,14 @@ pub struct RateLimit {
     counters: Arc<DecisionCounters>,
 }
 
-const CLASSES: [RateClass; 6] =
-    [RateClass::Default, RateClass::Auth, RateClass::Search, RateClass::Upload, RateClass::Transaction, RateClass::Admin];
+const CLASSES: [RateClass; 6] = [
+    RateClass::Default,
+    RateClass::Auth,
+    RateClass::Search,
+    RateClass::Upload,
+    RateClass::Transaction,
+    RateClass::Admin,
+];
 const OUTCOMES: [&str; 3] = ["allowed", "shadow_rejected", "rejected"];
 const BACKENDS: [Backend; 2] = [Backend::Local, Backend::Redis];
 
@@ -109,24 +115,27 @@ fn refusal_headers(decision: &Decision, retry_after: Duration) -> HeaderMap {
 
 impl RateLimit {
     fn buckets(&self, class: RateClass, principal: &Principal, client_ip: &str) -> Vec<Bucket> {
-        let subject = match principal {
-            Principal::User { user_id, .. } => format!("user:{user_id}"),
-            Principal::ApiKey { key_id, .. } => format!("key:{key_id}"),
-            Principal::Anonymous | Principal::System => format!("ip:{client_ip}"),
+        use std::fmt::Write;
+        // `{subject}` is a Redis Cluster hash tag: one caller's buckets live on one shard.
+        let mut base = String::with_capacity(self.config.key_prefix.len() + 64);
+        let _ = match principal {
+            Principal::User { user_id, .. } => write!(base, "{}:rl:{{user:{user_id}}}:", self.config.key_prefix),
+            Principal::ApiKey { key_id, .. } => write!(base, "{}:rl:{{key:{key_id}}}:", self.config.key_prefix),
+            Principal::Anonymous | Principal::System => {
+                write!(base, "{}:rl:{{ip:{client_ip}}}:", self.config.key_prefix)
+            }
         };
         let global = match principal {
             Principal::ApiKey { .. } => self.config.api_key,
             _ => self.config.global,
         };
-        // `{subject}` is a Redis Cluster hash tag: one caller's buckets live on one shard.
-        let prefix = &self.config.key_prefix;
-        let mut buckets = vec![Bucket { key: format!("{prefix}:rl:{{{subject}}}:global"), rate: Rate::from(global) }];
+        let mut buckets = Vec::with_capacity(2);
         if class != RateClass::Default {
-            buckets.push(Bucket {
-                key: format!("{prefix}:rl:{{{subject}}}:{}", class_name(class)),
-                rate: Rate::from(self.config.quota(class)),
-            });
+            let key = format!("{base}{}", class_name(class));
+            buckets.push(Bucket { key, rate: Rate::from(self.config.quota(class)) });
         }
+        base.push_str("global");
+        buckets.push(Bucket { key: base, rate: Rate::from(global) });
         buckets
     }
 }
