@@ -236,7 +236,17 @@ fn cors_layer(config: &Config) -> CorsLayer {
         "x-api-key",
         "x-request-id",
     ];
-    const EXPOSED: &[&str] = &["grpc-status", "grpc-message", "grpc-status-details-bin", "x-request-id"];
+    const EXPOSED: &[&str] = &[
+        "grpc-status",
+        "grpc-message",
+        "grpc-status-details-bin",
+        "x-request-id",
+        "retry-after",
+        "ratelimit-limit",
+        "ratelimit-remaining",
+        "ratelimit-reset",
+        "ratelimit-policy",
+    ];
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(config.cors_origins.clone()))
         .allow_methods([Method::POST, Method::OPTIONS])

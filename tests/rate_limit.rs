@@ -520,3 +520,30 @@ fn rss_kib() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_callers_get_the_same_refusal_and_can_read_it_from_a_browser() {
+    use prost::Message;
+    let origin = "https://shop.soko.example";
+    let app =
+        spawn_app_with(Backend::Sqlite, &[("SOKO_RATE_LIMIT_GLOBAL", "2/sec,burst=2"), ("SOKO_CORS_ORIGINS", origin)])
+            .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let headers = [("content-type", "application/grpc-web+proto"), ("x-grpc-web", "1"), ("origin", origin)];
+    let body = http::grpc_frame(&pb::ListCategoriesRequest {}.encode_to_vec());
+    let call =
+        || http::request(app.grpc_addr, "POST", "/soko.catalog.v1.CatalogService/ListCategories", &headers, &body);
+    for remaining in ["1", "0"] {
+        let ok = call().await;
+        assert_eq!(ok.header("ratelimit-remaining"), Some(remaining));
+    }
+    let refused = call().await;
+    assert_eq!(refused.status, 200, "grpc-web carries the status in grpc-status");
+    assert_eq!(refused.header("grpc-status"), Some("8"));
+    assert!(refused.header("retry-after").is_some());
+    assert!(refused.header("grpc-status-details-bin").is_some(), "RetryInfo and QuotaFailure travel too");
+    let exposed = refused.header("access-control-expose-headers").unwrap_or_default().to_ascii_lowercase();
+    for header in ["retry-after", "ratelimit-remaining", "ratelimit-reset"] {
+        assert!(exposed.contains(header), "a browser can read {header}: {exposed}");
+    }
+}
