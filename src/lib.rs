@@ -9,6 +9,7 @@ pub mod ops;
 pub mod policy;
 pub mod proto;
 pub mod ratelimit;
+pub mod search;
 pub mod security;
 pub mod startup;
 pub mod store;

@@ -11,6 +11,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::proto::soko::{
     admin::v1::admin_service_server::AdminServiceServer, auth::v1::auth_service_server::AuthServiceServer,
+    search::v1::search_service_server::SearchServiceServer,
 };
 use crate::{
     api::{
@@ -19,6 +20,7 @@ use crate::{
         auth::AuthApi,
         catalog::CatalogApi,
         health::{HealthApi, HealthState},
+        search::SearchApi,
     },
     configuration::Config,
     domain::{accounts::Accounts, api_keys::ApiKeys, audit::Audit, catalog::Catalog},
@@ -37,6 +39,7 @@ use crate::{
         grpc::health::v1::{health_check_response::ServingStatus, health_server::HealthServer},
     },
     ratelimit::RateLimiter,
+    search::SearchEngine,
     security::{jwt::TokenKeys, password::PasswordHasher},
     store::{Db, PoolSettings},
 };
@@ -115,6 +118,7 @@ impl Application {
         let health =
             HealthState::new([api::CATALOG_SERVICE, api::SEARCH_SERVICE, api::AUTH_SERVICE, api::ADMIN_SERVICE]);
         let catalog = Catalog::new(db.clone(), config.embedding_dim);
+        let search = SearchEngine::new(db.clone());
         let audit = Audit::new(db.clone());
         let accounts = accounts(&config, &db);
         let api_keys = ApiKeys::new(db.clone());
@@ -169,6 +173,12 @@ impl Application {
             .add_service(catalog_service)
             .add_service(AuthServiceServer::new(AuthApi::new(accounts.clone())))
             .add_service(AdminServiceServer::new(AdminApi::new(accounts.clone(), api_keys, audit)))
+            .add_service(
+                SearchServiceServer::new(SearchApi::new(search.clone()))
+                    .max_decoding_message_size(config.max_message_bytes)
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .send_compressed(CompressionEncoding::Gzip),
+            )
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async {
                 let _ = grpc_stopped.await;
             });
@@ -181,11 +191,25 @@ impl Application {
             });
         let ops = tokio::spawn(async move { ops.await });
 
-        // Search answers UNIMPLEMENTED until its issue lands, so it stays NOT_SERVING and a
-        // client can tell from health alone what this server offers.
         for service in [api::CATALOG_SERVICE, api::AUTH_SERVICE, api::ADMIN_SERVICE] {
             health.set(service, ServingStatus::Serving);
         }
+        // Search serves once its index has caught up with the outbox.
+        let (stop_search, search_stopped) = tokio::sync::oneshot::channel::<()>();
+        let follower = tokio::spawn(search.clone().follow(async {
+            let _ = search_stopped.await;
+        }));
+        tokio::spawn({
+            let (search, health) = (search.clone(), health.clone());
+            async move {
+                while !search.is_ready() {
+                    tokio::time::sleep(crate::search::POLL_INTERVAL).await;
+                }
+                if health.status("") == Some(ServingStatus::Serving) {
+                    health.set(api::SEARCH_SERVICE, ServingStatus::Serving);
+                }
+            }
+        });
         health.set("", ServingStatus::Serving);
         tracing::info!(grpc = %grpc_addr, ops = %ops_addr, backend = db.backend(), env = ?config.env, "soko is serving");
 
@@ -205,10 +229,12 @@ impl Application {
         tracing::info!(deadline = ?config.shutdown_timeout, "shutdown: health NOT_SERVING, draining in-flight calls");
         health.begin_shutdown();
         let _ = stop_grpc.send(());
+        let _ = stop_search.send(());
         let drained = tokio::time::timeout(config.shutdown_timeout, grpc).await;
         // Readiness keeps answering 503 until the gRPC side is done.
         let _ = stop_ops.send(());
         let _ = tokio::time::timeout(Duration::from_secs(1), ops).await;
+        let _ = follower.await;
         drop(db);
         match drained {
             Err(_) => Err(RunError::DrainTimeout(config.shutdown_timeout)),

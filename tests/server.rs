@@ -13,7 +13,7 @@ use soko::proto::{
     grpc::health::v1::{
         HealthCheckRequest, HealthListRequest, health_check_response::ServingStatus, health_client::HealthClient,
     },
-    soko::search::v1::{SearchProductsRequest, search_service_client::SearchServiceClient},
+    soko::search::v1::{SearchByVectorRequest, search_service_client::SearchServiceClient},
 };
 use tonic::Code;
 
@@ -40,8 +40,12 @@ async fn health_reports_overall_and_per_service_status() {
     for service in [SERVICES[0], SERVICES[2], SERVICES[3]] {
         assert_eq!(check(&mut health, service).await.unwrap(), ServingStatus::Serving, "{service}");
     }
-    // Not implemented yet: honest NOT_SERVING until its issue lands.
-    assert_eq!(check(&mut health, SERVICES[1]).await.unwrap(), ServingStatus::NotServing);
+    // Search serves once its index has caught up with the outbox: moments after start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while check(&mut health, SERVICES[1]).await.unwrap() != ServingStatus::Serving {
+        assert!(std::time::Instant::now() < deadline, "search never became SERVING");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let err = check(&mut health, "no.such.Service").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
@@ -71,7 +75,7 @@ async fn health_watch_streams_service_unknown_without_ending() {
 async fn unimplemented_services_answer_unimplemented() {
     let app = spawn_app(Backend::Sqlite).await;
     let mut search = SearchServiceClient::new(app.channel.clone());
-    let err = search.search_products(SearchProductsRequest::default()).await.unwrap_err();
+    let err = search.search_by_vector(SearchByVectorRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
 }
 

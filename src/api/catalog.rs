@@ -31,7 +31,7 @@ fn status_to_proto(s: ProductStatus) -> pb::ProductStatus {
     }
 }
 
-fn status_from_proto(raw: i32) -> StatusInput {
+pub fn status_from_proto(raw: i32) -> StatusInput {
     match pb::ProductStatus::try_from(raw) {
         Ok(pb::ProductStatus::Unspecified) => StatusInput::Unspecified,
         Ok(pb::ProductStatus::Draft) => StatusInput::Known(ProductStatus::Draft),
@@ -41,7 +41,7 @@ fn status_from_proto(raw: i32) -> StatusInput {
     }
 }
 
-fn product_to_proto(p: Product) -> pb::Product {
+pub fn product_to_proto(p: Product) -> pb::Product {
     pb::Product {
         id: p.id.to_string(),
         name: p.name,

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod catalog;
 pub mod health;
+pub mod search;
 pub mod status;
 
 /// Fully-qualified names of the services Soko defines, as health and reflection know them.

@@ -1,0 +1,151 @@
+//! SearchService: converts between the proto contract and the search engine.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::catalog::{product_to_proto, status_from_proto};
+use crate::{
+    domain::Error,
+    proto::soko::search::v1::{self as pb, search_service_server::SearchService},
+    search::{SearchEngine, SearchRequest, SearchSort},
+};
+
+pub struct SearchApi {
+    engine: Arc<SearchEngine>,
+}
+
+impl SearchApi {
+    pub fn new(engine: Arc<SearchEngine>) -> Self {
+        Self { engine }
+    }
+}
+
+/// Keeps the fields a `read_mask` names (all but the bulky embedding when there is none).
+fn masked(
+    mut product: crate::proto::catalog::Product,
+    mask: Option<&prost_types::FieldMask>,
+) -> crate::proto::catalog::Product {
+    let keep = |field: &str| mask.map_or(field != "embedding", |m| m.paths.iter().any(|p| p == field));
+    if !keep("name") {
+        product.name.clear();
+    }
+    if !keep("description") {
+        product.description.clear();
+    }
+    if !keep("price") {
+        product.price = None;
+    }
+    if !keep("category_id") {
+        product.category_id.clear();
+    }
+    if !keep("seller_id") {
+        product.seller_id.clear();
+    }
+    if !keep("image_urls") {
+        product.image_urls.clear();
+    }
+    if !keep("embedding") {
+        product.embedding.clear();
+    }
+    if !keep("status") {
+        product.status = 0;
+    }
+    if !keep("create_time") {
+        product.create_time = None;
+    }
+    if !keep("update_time") {
+        product.update_time = None;
+    }
+    product
+}
+
+const MASKABLE: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "price",
+    "category_id",
+    "seller_id",
+    "image_urls",
+    "embedding",
+    "status",
+    "create_time",
+    "update_time",
+];
+
+fn not_yet(method: &str) -> Status {
+    Status::unimplemented(format!("SearchService.{method} is not available yet"))
+}
+
+#[tonic::async_trait]
+impl SearchService for SearchApi {
+    async fn search_products(
+        &self,
+        request: Request<pb::SearchProductsRequest>,
+    ) -> Result<Response<pb::SearchProductsResponse>, Status> {
+        let r = request.into_inner();
+        if let Some(bad) = r.read_mask.as_ref().and_then(|m| m.paths.iter().find(|p| !MASKABLE.contains(&p.as_str()))) {
+            return Err(Error::invalid("read_mask", format!("unknown field `{bad}`")).into());
+        }
+        let filter = r.filter.unwrap_or_default();
+        let sort = match pb::SearchSort::try_from(r.sort) {
+            Ok(pb::SearchSort::Unspecified | pb::SearchSort::Relevance) => SearchSort::Relevance,
+            Ok(pb::SearchSort::PriceAsc) => SearchSort::PriceAsc,
+            Ok(pb::SearchSort::PriceDesc) => SearchSort::PriceDesc,
+            Ok(pb::SearchSort::Newest) => SearchSort::Newest,
+            Err(_) => return Err(Error::invalid("sort", format!("unknown sort {}", r.sort)).into()),
+        };
+        let (hits, next) = self.engine.search(&SearchRequest {
+            query: r.query,
+            category_id: filter.category_id,
+            seller_id: filter.seller_id,
+            min_price_minor: filter.min_price_minor,
+            max_price_minor: filter.max_price_minor,
+            currency_code: filter.currency_code,
+            status: Some(status_from_proto(filter.status)),
+            sort: Some(sort),
+            page_size: r.page_size,
+            page_token: r.page_token,
+        })?;
+        Ok(Response::new(pb::SearchProductsResponse {
+            results: hits
+                .into_iter()
+                .map(|hit| pb::SearchResult {
+                    product_id: hit.product.id.to_string(),
+                    score: hit.score,
+                    product: Some(masked(product_to_proto(hit.product), r.read_mask.as_ref())),
+                })
+                .collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn search_by_vector(
+        &self,
+        _: Request<pb::SearchByVectorRequest>,
+    ) -> Result<Response<pb::SearchByVectorResponse>, Status> {
+        Err(not_yet("SearchByVector"))
+    }
+
+    async fn search_by_image(
+        &self,
+        _: Request<pb::SearchByImageRequest>,
+    ) -> Result<Response<pb::SearchByImageResponse>, Status> {
+        Err(not_yet("SearchByImage"))
+    }
+
+    async fn similar_products(
+        &self,
+        _: Request<pb::SimilarProductsRequest>,
+    ) -> Result<Response<pb::SimilarProductsResponse>, Status> {
+        Err(not_yet("SimilarProducts"))
+    }
+
+    async fn hybrid_search(
+        &self,
+        _: Request<pb::HybridSearchRequest>,
+    ) -> Result<Response<pb::HybridSearchResponse>, Status> {
+        Err(not_yet("HybridSearch"))
+    }
+}

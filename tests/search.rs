@@ -1,0 +1,217 @@
+//! Text search over the catalog, fed by the outbox: ranking, filters, paging, bad input, and
+//! convergence across replicas sharing one database — on SQLite, PostgreSQL and MariaDB.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestApp, product, spawn_app, spawn_on, violated_fields};
+use soko::proto::{
+    catalog as pb,
+    soko::search::v1::{SearchProductsRequest, SearchSort, search_service_client::SearchServiceClient},
+};
+use tonic::Code;
+
+backend_tests!(
+    an_exact_name_match_ranks_first,
+    search_filters_sorts_and_pages,
+    only_active_products_are_searchable,
+    bad_search_input_names_its_field,
+    writes_on_one_replica_are_found_on_another_and_deletes_disappear,
+);
+
+fn query(q: &str) -> SearchProductsRequest {
+    SearchProductsRequest { query: q.into(), ..Default::default() }
+}
+
+/// Searches until `accept` holds (the index follows the outbox every 50 ms), for at most 5 s.
+async fn search_until(
+    app: &TestApp,
+    request: SearchProductsRequest,
+    accept: impl Fn(&[String]) -> bool,
+) -> (Vec<String>, Duration) {
+    let mut client = SearchServiceClient::new(app.channel.clone());
+    let started = Instant::now();
+    loop {
+        let names: Vec<String> = match client.search_products(request.clone()).await {
+            Ok(r) => r.into_inner().results.into_iter().map(|r| r.product.unwrap().name).collect(),
+            Err(e) if e.code() == Code::Unavailable => vec![],
+            Err(e) => panic!("{e:?}"),
+        };
+        if accept(&names) {
+            return (names, started.elapsed());
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "search never showed the expected results: {names:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn an_exact_name_match_ranks_first(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = app.seller("Search Shop").await.id;
+    for (name, description) in [
+        ("Brown leather sandals for the beach", "comfortable"),
+        ("Summer shoe", "made of leather, goes well with sandals"),
+        ("Leather sandals", "simple"),
+        ("Teak table", "leather-free"),
+    ] {
+        let mut p = product(&s, name, "shoes", 100);
+        p.description = description.into();
+        app.create(p).await;
+    }
+    let (names, _) = search_until(&app, query("leather sandals"), |n| n.len() == 4).await;
+    assert_eq!(names[0], "Leather sandals", "{names:?}");
+    assert_eq!(names[1], "Brown leather sandals for the beach", "a name match beats a description match");
+    assert_eq!(names[3], "Teak table");
+    // Case and punctuation don't matter.
+    let (names, _) = search_until(&app, query("  LEATHER, Sandals! "), |n| !n.is_empty()).await;
+    assert_eq!(names[0], "Leather sandals");
+}
+
+async fn search_filters_sorts_and_pages(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let a = app.seller("Alpha").await.id;
+    let b = app.seller("Beta").await.id;
+    for (seller, name, category, price) in [
+        (&a, "Red wool scarf", "accessories", 900),
+        (&a, "Blue wool scarf", "accessories", 400),
+        (&b, "Green wool scarf", "accessories", 700),
+        (&b, "Wool rug", "furniture", 5000),
+    ] {
+        app.create(product(seller, name, category, price)).await;
+    }
+    search_until(&app, query("wool"), |n| n.len() == 4).await;
+    let by = |filter: pb::ProductFilter, sort: SearchSort| SearchProductsRequest {
+        query: "wool scarf".into(),
+        filter: Some(filter),
+        sort: sort.into(),
+        ..Default::default()
+    };
+    let (names, _) = search_until(
+        &app,
+        by(pb::ProductFilter { category_id: "accessories".into(), ..Default::default() }, SearchSort::PriceAsc),
+        |_| true,
+    )
+    .await;
+    assert_eq!(names, ["Blue wool scarf", "Green wool scarf", "Red wool scarf"]);
+    let (names, _) = search_until(
+        &app,
+        by(
+            pb::ProductFilter { seller_id: b.clone(), max_price_minor: 800, ..Default::default() },
+            SearchSort::PriceDesc,
+        ),
+        |_| true,
+    )
+    .await;
+    assert_eq!(names, ["Green wool scarf"]);
+
+    // Pages of 2 cover every result once.
+    let mut client = SearchServiceClient::new(app.channel.clone());
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .search_products(SearchProductsRequest {
+                query: "wool".into(),
+                page_size: 2,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.results.len() <= 2);
+        seen.extend(page.results.into_iter().map(|r| r.product_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 4);
+    // Results leave out the embedding unless asked for.
+    let first = client.search_products(query("wool")).await.unwrap().into_inner().results.remove(0);
+    assert!(first.product.unwrap().embedding.is_empty());
+    assert!(first.score > 0.0);
+}
+
+async fn only_active_products_are_searchable(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = app.seller("Lifecycle").await.id;
+    let mut draft = product(&s, "Velvet cushion draft", "furniture", 100);
+    draft.status = pb::ProductStatus::Draft.into();
+    let draft = app.create(draft).await;
+    app.create(product(&s, "Velvet cushion", "furniture", 100)).await;
+    let (names, _) = search_until(&app, query("velvet cushion"), |n| !n.is_empty()).await;
+    assert_eq!(names, ["Velvet cushion"]);
+    // Publishing the draft makes it searchable.
+    let change = pb::Product { id: draft.id, status: pb::ProductStatus::Active.into(), ..Default::default() };
+    app.catalog
+        .clone()
+        .update_product(pb::UpdateProductRequest {
+            product: Some(change),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["status".into()] }),
+        })
+        .await
+        .unwrap();
+    search_until(&app, query("velvet cushion"), |n| n.len() == 2).await;
+}
+
+async fn bad_search_input_names_its_field(backend: Backend) {
+    let app = spawn_app(backend).await;
+    search_until(&app, query("anything"), |_| true).await;
+    let mut client = SearchServiceClient::new(app.channel.clone());
+    let cases: Vec<(&str, SearchProductsRequest)> = vec![
+        ("query", query("")),
+        ("query", query("   ")),
+        ("query", query(&"x".repeat(257))),
+        (
+            "filter.status",
+            SearchProductsRequest {
+                filter: Some(pb::ProductFilter { status: pb::ProductStatus::Draft.into(), ..Default::default() }),
+                ..query("x")
+            },
+        ),
+        (
+            "filter.category_id",
+            SearchProductsRequest {
+                filter: Some(pb::ProductFilter {
+                    category_id: "'; DROP TABLE products; --".into(),
+                    ..Default::default()
+                }),
+                ..query("x")
+            },
+        ),
+        ("page_size", SearchProductsRequest { page_size: -1, ..query("x") }),
+        ("page_token", SearchProductsRequest { page_token: "forged".into(), ..query("x") }),
+        ("sort", SearchProductsRequest { sort: 42, ..query("x") }),
+        (
+            "read_mask",
+            SearchProductsRequest {
+                read_mask: Some(prost_types::FieldMask { paths: vec!["password_hash".into()] }),
+                ..query("x")
+            },
+        ),
+    ];
+    for (field, request) in cases {
+        let err = client.search_products(request).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
+        assert_eq!(violated_fields(&err), [field]);
+    }
+}
+
+async fn writes_on_one_replica_are_found_on_another_and_deletes_disappear(backend: Backend) {
+    let a = spawn_app(backend).await;
+    let b = spawn_on(&a.database.as_ref().unwrap().url, &[]).await;
+    let s = a.seller("Replicated").await.id;
+    let created = a.create(product(&s, "Ankara tote bag", "accessories", 2500)).await;
+    let (names, lag) = search_until(&b, query("ankara tote"), |n| !n.is_empty()).await;
+    assert_eq!(names, ["Ankara tote bag"]);
+    println!("{backend:?}: visible on the other replica after {lag:?}");
+    assert!(lag < Duration::from_secs(2), "lag {lag:?}");
+
+    a.catalog.clone().delete_product(pb::DeleteProductRequest { id: created.id }).await.unwrap();
+    search_until(&b, query("ankara tote"), |n| n.is_empty()).await;
+    search_until(&a, query("ankara tote"), |n| n.is_empty()).await;
+}
