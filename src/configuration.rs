@@ -258,6 +258,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub rate_limits: RateLimitConfig,
     pub limits: Limits,
+    pub hnsw: crate::search::vector::HnswParams,
 }
 
 /// All the problems found in the environment, one per line.
@@ -470,6 +471,22 @@ impl Config {
             problems.push("SOKO_MAX_CONCURRENT_REQUESTS: must be at least 1".into());
         }
 
+        let defaults = crate::search::vector::HnswParams::default();
+        let hnsw = crate::search::vector::HnswParams {
+            m: parse_or(&mut problems, "SOKO_HNSW_M", var("SOKO_HNSW_M"), defaults.m),
+            ef_construction: parse_or(&mut problems, "SOKO_HNSW_EF_CONSTRUCTION", var("SOKO_HNSW_EF_CONSTRUCTION"), defaults.ef_construction),
+            ef_search: parse_or(&mut problems, "SOKO_HNSW_EF_SEARCH", var("SOKO_HNSW_EF_SEARCH"), defaults.ef_search),
+        };
+        if !(4..=256).contains(&hnsw.m) {
+            problems.push(format!("SOKO_HNSW_M: {} is outside 4..=256", hnsw.m));
+        }
+        if !(8..=4096).contains(&hnsw.ef_construction) {
+            problems.push(format!("SOKO_HNSW_EF_CONSTRUCTION: {} is outside 8..=4096", hnsw.ef_construction));
+        }
+        if !(1..=4096).contains(&hnsw.ef_search) {
+            problems.push(format!("SOKO_HNSW_EF_SEARCH: {} is outside 1..=4096", hnsw.ef_search));
+        }
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -491,6 +508,7 @@ impl Config {
             auth,
             rate_limits,
             limits,
+            hnsw,
         })
     }
 }

@@ -8,7 +8,7 @@ use super::catalog::{product_to_proto, status_from_proto};
 use crate::{
     domain::Error,
     proto::soko::search::v1::{self as pb, search_service_server::SearchService},
-    search::{SearchEngine, SearchRequest, SearchSort},
+    search::{FilterInput, SearchEngine, SearchRequest, SearchSort, VectorRequest},
 };
 
 pub struct SearchApi {
@@ -74,6 +74,34 @@ const MASKABLE: &[&str] = &[
     "update_time",
 ];
 
+fn check_mask(mask: Option<&prost_types::FieldMask>) -> Result<(), Status> {
+    match mask.and_then(|m| m.paths.iter().find(|p| !MASKABLE.contains(&p.as_str()))) {
+        Some(bad) => Err(Error::invalid("read_mask", format!("unknown field `{bad}`")).into()),
+        None => Ok(()),
+    }
+}
+
+fn filter_input(f: crate::proto::catalog::ProductFilter) -> FilterInput {
+    FilterInput {
+        category_id: f.category_id,
+        seller_id: f.seller_id,
+        min_price_minor: f.min_price_minor,
+        max_price_minor: f.max_price_minor,
+        currency_code: f.currency_code,
+        status: Some(status_from_proto(f.status)),
+    }
+}
+
+fn results(hits: Vec<(crate::domain::product::Product, f32)>, mask: Option<&prost_types::FieldMask>) -> Vec<pb::SearchResult> {
+    hits.into_iter()
+        .map(|(product, score)| pb::SearchResult {
+            product_id: product.id.to_string(),
+            score,
+            product: Some(masked(product_to_proto(product), mask)),
+        })
+        .collect()
+}
+
 fn not_yet(method: &str) -> Status {
     Status::unimplemented(format!("SearchService.{method} is not available yet"))
 }
@@ -85,9 +113,7 @@ impl SearchService for SearchApi {
         request: Request<pb::SearchProductsRequest>,
     ) -> Result<Response<pb::SearchProductsResponse>, Status> {
         let r = request.into_inner();
-        if let Some(bad) = r.read_mask.as_ref().and_then(|m| m.paths.iter().find(|p| !MASKABLE.contains(&p.as_str()))) {
-            return Err(Error::invalid("read_mask", format!("unknown field `{bad}`")).into());
-        }
+        check_mask(r.read_mask.as_ref())?;
         let filter = r.filter.unwrap_or_default();
         let sort = match pb::SearchSort::try_from(r.sort) {
             Ok(pb::SearchSort::Unspecified | pb::SearchSort::Relevance) => SearchSort::Relevance,
@@ -98,12 +124,7 @@ impl SearchService for SearchApi {
         };
         let (hits, next) = self.engine.search(&SearchRequest {
             query: r.query,
-            category_id: filter.category_id,
-            seller_id: filter.seller_id,
-            min_price_minor: filter.min_price_minor,
-            max_price_minor: filter.max_price_minor,
-            currency_code: filter.currency_code,
-            status: Some(status_from_proto(filter.status)),
+            filter: filter_input(filter),
             sort: Some(sort),
             page_size: r.page_size,
             page_token: r.page_token,
@@ -123,9 +144,16 @@ impl SearchService for SearchApi {
 
     async fn search_by_vector(
         &self,
-        _: Request<pb::SearchByVectorRequest>,
+        request: Request<pb::SearchByVectorRequest>,
     ) -> Result<Response<pb::SearchByVectorResponse>, Status> {
-        Err(not_yet("SearchByVector"))
+        let r = request.into_inner();
+        check_mask(r.read_mask.as_ref())?;
+        let hits = self.engine.search_by_vector(&VectorRequest {
+            vector: r.vector,
+            top_k: r.top_k,
+            filter: filter_input(r.filter.unwrap_or_default()),
+        })?;
+        Ok(Response::new(pb::SearchByVectorResponse { results: results(hits, r.read_mask.as_ref()) }))
     }
 
     async fn search_by_image(
@@ -137,9 +165,13 @@ impl SearchService for SearchApi {
 
     async fn similar_products(
         &self,
-        _: Request<pb::SimilarProductsRequest>,
+        request: Request<pb::SimilarProductsRequest>,
     ) -> Result<Response<pb::SimilarProductsResponse>, Status> {
-        Err(not_yet("SimilarProducts"))
+        let r = request.into_inner();
+        check_mask(r.read_mask.as_ref())?;
+        let filter = filter_input(r.filter.unwrap_or_default());
+        let hits = self.engine.similar_products(&r.product_id, r.top_k, &filter)?;
+        Ok(Response::new(pb::SimilarProductsResponse { results: results(hits, r.read_mask.as_ref()) }))
     }
 
     async fn hybrid_search(

@@ -3,6 +3,7 @@
 //! appears here within one poll interval.
 
 pub mod text;
+pub mod vector;
 
 use std::{
     collections::BTreeSet,
@@ -11,13 +12,14 @@ use std::{
 };
 
 use text::{Hit, TextIndex};
+use vector::{HnswParams, VectorHit, VectorIndex};
 
 use crate::{
     domain::{
         Error,
         error::Violations,
         listing::{self, ProductFilter, scope_digest},
-        product::{ProductId, ProductStatus, StatusInput},
+        product::{Product, ProductId, ProductStatus, StatusInput},
     },
     store::{Db, StoreError},
 };
@@ -39,16 +41,74 @@ pub enum SearchSort {
     Newest,
 }
 
-/// A search request as the client sent it.
+/// A filter as the client sent it.
 #[derive(Debug, Clone, Default)]
-pub struct SearchRequest {
-    pub query: String,
+pub struct FilterInput {
     pub category_id: String,
     pub seller_id: String,
     pub min_price_minor: i64,
     pub max_price_minor: i64,
     pub currency_code: String,
     pub status: Option<StatusInput>,
+}
+
+/// A vector query as the client sent it.
+#[derive(Debug, Clone, Default)]
+pub struct VectorRequest {
+    pub vector: Vec<f32>,
+    pub top_k: i32,
+    pub filter: FilterInput,
+}
+
+pub const DEFAULT_TOP_K: usize = 10;
+pub const MAX_TOP_K: usize = 100;
+
+fn non_empty(raw: &str) -> Option<&str> {
+    (!raw.is_empty()).then_some(raw)
+}
+
+/// Validates a filter; search only ever shows active products.
+fn parse_filter(v: &mut Violations, request: &FilterInput) -> ProductFilter {
+    let non_negative = |n: i64| if n < 0 { Err("must not be negative".to_owned()) } else { Ok(n) };
+    let filter = ProductFilter {
+        category_id: non_empty(&request.category_id).and_then(|r| v.check("filter.category_id", r.parse())),
+        seller_id: non_empty(&request.seller_id).and_then(|r| v.check("filter.seller_id", r.parse())),
+        min_price_minor: (request.min_price_minor != 0)
+        .then(|| v.check("filter.min_price_minor", non_negative(request.min_price_minor)))
+        .flatten(),
+        max_price_minor: (request.max_price_minor != 0)
+        .then(|| v.check("filter.max_price_minor", non_negative(request.max_price_minor)))
+        .flatten(),
+        currency: non_empty(&request.currency_code).and_then(|r| v.check("filter.currency_code", r.parse())),
+        // Search only ever shows what is on sale.
+        status: match request.status {
+        None | Some(StatusInput::Unspecified) | Some(StatusInput::Known(ProductStatus::Active)) => {
+            Some(ProductStatus::Active)
+        }
+        Some(_) => v.check("filter.status", Err("search covers active products only".into())),
+        },
+    };
+    if let (Some(min), Some(max)) = (filter.min_price_minor, filter.max_price_minor)
+        && min > max
+    {
+        v.check::<()>("filter.max_price_minor", Err("must not be below min_price_minor".into()));
+    }
+    filter
+}
+
+fn parse_top_k(v: &mut Violations, top_k: i32) -> usize {
+    match top_k {
+        0 => DEFAULT_TOP_K,
+        k if (1..=MAX_TOP_K as i32).contains(&k) => k as usize,
+        _ => v.check("top_k", Err(format!("must be 1–{MAX_TOP_K} (0 means {DEFAULT_TOP_K})"))).unwrap_or(DEFAULT_TOP_K),
+    }
+}
+
+/// A search request as the client sent it.
+#[derive(Debug, Clone, Default)]
+pub struct SearchRequest {
+    pub query: String,
+    pub filter: FilterInput,
     pub sort: Option<SearchSort>,
     pub page_size: i32,
     pub page_token: String,
@@ -58,6 +118,7 @@ pub struct SearchRequest {
 pub struct SearchEngine {
     db: Db,
     text: RwLock<TextIndex>,
+    vectors: RwLock<VectorIndex>,
     follow: tokio::sync::Mutex<FollowState>,
     ready: std::sync::atomic::AtomicBool,
 }
@@ -72,10 +133,11 @@ struct FollowState {
 }
 
 impl SearchEngine {
-    pub fn new(db: Db) -> Arc<Self> {
+    pub fn new(db: Db, dim: usize, params: HnswParams) -> Arc<Self> {
         Arc::new(Self {
             db,
             text: RwLock::new(TextIndex::default()),
+            vectors: RwLock::new(VectorIndex::new(dim, params, 10_000)),
             follow: tokio::sync::Mutex::new(FollowState::default()),
             ready: std::sync::atomic::AtomicBool::new(false),
         })
@@ -108,10 +170,15 @@ impl SearchEngine {
             if !ids.is_empty() {
                 let live = self.db.get_products(&ids).await?;
                 let mut index = self.text.write().expect("index lock");
+                let mut vectors = self.vectors.write().expect("index lock");
                 for id in &ids {
                     index.remove(*id);
+                    vectors.remove(*id);
                 }
                 for product in live.into_iter().filter(|p| p.status == ProductStatus::Active) {
+                    if let Some(embedding) = &product.embedding {
+                        vectors.upsert(product.id, embedding);
+                    }
                     index.upsert(product);
                 }
             }
@@ -145,42 +212,14 @@ impl SearchEngine {
 
     /// Full-text search: one page of active products matching the query and filter.
     pub fn search(&self, request: &SearchRequest) -> Result<(Vec<Hit>, Option<String>), Error> {
-        if !self.is_ready() {
-            return Err(Error::Busy("the search index is still loading; retry shortly"));
-        }
+        self.require_ready()?;
         let mut v = Violations::default();
         let query = request.query.trim();
         let chars = query.chars().count();
         if chars == 0 || chars > QUERY_MAX_CHARS {
             v.check::<()>("query", Err(format!("must have 1–{QUERY_MAX_CHARS} characters")));
         }
-        fn non_empty(raw: &str) -> Option<&str> {
-            (!raw.is_empty()).then_some(raw)
-        }
-        let non_negative = |n: i64| if n < 0 { Err("must not be negative".to_owned()) } else { Ok(n) };
-        let filter = ProductFilter {
-            category_id: non_empty(&request.category_id).and_then(|r| v.check("filter.category_id", r.parse())),
-            seller_id: non_empty(&request.seller_id).and_then(|r| v.check("filter.seller_id", r.parse())),
-            min_price_minor: (request.min_price_minor != 0)
-                .then(|| v.check("filter.min_price_minor", non_negative(request.min_price_minor)))
-                .flatten(),
-            max_price_minor: (request.max_price_minor != 0)
-                .then(|| v.check("filter.max_price_minor", non_negative(request.max_price_minor)))
-                .flatten(),
-            currency: non_empty(&request.currency_code).and_then(|r| v.check("filter.currency_code", r.parse())),
-            // Search only ever shows what is on sale.
-            status: match request.status {
-                None | Some(StatusInput::Unspecified) | Some(StatusInput::Known(ProductStatus::Active)) => {
-                    Some(ProductStatus::Active)
-                }
-                Some(_) => v.check("filter.status", Err("search covers active products only".into())),
-            },
-        };
-        if let (Some(min), Some(max)) = (filter.min_price_minor, filter.max_price_minor)
-            && min > max
-        {
-            v.check::<()>("filter.max_price_minor", Err("must not be below min_price_minor".into()));
-        }
+        let filter = parse_filter(&mut v, &request.filter);
         let limit = v.check("page_size", listing::page_size(request.page_size));
         v.finish()?;
         let limit = limit.expect("checked above");
@@ -209,6 +248,71 @@ impl SearchEngine {
         let page: Vec<Hit> = hits.into_iter().skip(offset).take(limit).collect();
         let next = (offset + page.len() < total).then(|| listing::encode_cursor(&scope, (offset + limit) as i64, ""));
         Ok((page, next))
+    }
+}
+
+impl SearchEngine {
+    /// The `top_k` active products most similar to a query vector, best first.
+    pub fn search_by_vector(&self, request: &VectorRequest) -> Result<Vec<(Product, f32)>, Error> {
+        self.require_ready()?;
+        let dim = self.vectors.read().expect("index lock").dim();
+        let mut v = Violations::default();
+        if let Err(why) = crate::domain::product::parse_embedding(&request.vector, dim) {
+            v.check::<()>("vector", Err(why));
+        } else if request.vector.is_empty() {
+            v.check::<()>("vector", Err(format!("is required ({dim} values)")));
+        } else if vector::normalized(&request.vector).is_none() {
+            v.check::<()>("vector", Err("must not be all zeros".into()));
+        }
+        let k = parse_top_k(&mut v, request.top_k);
+        let filter = parse_filter(&mut v, &request.filter);
+        v.finish()?;
+        Ok(self.nearest(&request.vector, k, &filter, None))
+    }
+
+    /// Products that look like `product_id` (by embedding), never including it.
+    pub fn similar_products(&self, product_id: &str, top_k: i32, filter: &FilterInput) -> Result<Vec<(Product, f32)>, Error> {
+        self.require_ready()?;
+        let mut v = Violations::default();
+        let id = v.check("product_id", product_id.parse::<ProductId>());
+        let k = parse_top_k(&mut v, top_k);
+        let filter = parse_filter(&mut v, filter);
+        v.finish()?;
+        let id = id.expect("checked above");
+        let query = {
+            let text = self.text.read().expect("index lock");
+            if text.get(id).is_none() {
+                return Err(Error::NotFound { resource: "product", id: id.to_string() });
+            }
+            let vectors = self.vectors.read().expect("index lock");
+            vectors.vector(id).map(<[f32]>::to_vec)
+        };
+        let query = query.ok_or_else(|| Error::FailedPrecondition("the product has no embedding".into()))?;
+        Ok(self.nearest(&query, k, &filter, Some(id)))
+    }
+
+    fn nearest(&self, query: &[f32], k: usize, filter: &ProductFilter, exclude: Option<ProductId>) -> Vec<(Product, f32)> {
+        let text = self.text.read().expect("index lock");
+        let vectors = self.vectors.read().expect("index lock");
+        // Only a filter beyond "active" can be selective; then its matches may be few enough to scan.
+        let narrowed = filter.category_id.is_some()
+            || filter.seller_id.is_some()
+            || filter.currency.is_some()
+            || filter.min_price_minor.is_some()
+            || filter.max_price_minor.is_some();
+        let candidates = narrowed.then(|| text.matching(filter));
+        let accept = |id: ProductId| Some(id) != exclude && text.get(id).is_some_and(|p| text::matches(filter, p));
+        let wanted = k + usize::from(exclude.is_some());
+        vectors
+            .search(query, wanted, accept, candidates.as_deref())
+            .into_iter()
+            .filter_map(|VectorHit { product, similarity }| text.get(product).map(|p| (p.clone(), similarity)))
+            .take(k)
+            .collect()
+    }
+
+    fn require_ready(&self) -> Result<(), Error> {
+        if self.is_ready() { Ok(()) } else { Err(Error::Busy("the search index is still loading; retry shortly")) }
     }
 }
 

@@ -102,6 +102,15 @@ impl TextIndex {
         }
     }
 
+    pub fn get(&self, id: ProductId) -> Option<&Product> {
+        self.docs.get(&id).map(|d| &d.product)
+    }
+
+    /// Every indexed product the filter accepts.
+    pub fn matching(&self, filter: &ProductFilter) -> Vec<ProductId> {
+        self.docs.values().filter(|d| matches(filter, &d.product)).map(|d| d.product.id).collect()
+    }
+
     /// Products matching any query word and the filter, best first.
     pub fn search(&self, query: &str, filter: &ProductFilter) -> Vec<Hit> {
         let n = self.docs.len() as f32;
