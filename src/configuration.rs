@@ -474,7 +474,12 @@ impl Config {
         let defaults = crate::search::vector::HnswParams::default();
         let hnsw = crate::search::vector::HnswParams {
             m: parse_or(&mut problems, "SOKO_HNSW_M", var("SOKO_HNSW_M"), defaults.m),
-            ef_construction: parse_or(&mut problems, "SOKO_HNSW_EF_CONSTRUCTION", var("SOKO_HNSW_EF_CONSTRUCTION"), defaults.ef_construction),
+            ef_construction: parse_or(
+                &mut problems,
+                "SOKO_HNSW_EF_CONSTRUCTION",
+                var("SOKO_HNSW_EF_CONSTRUCTION"),
+                defaults.ef_construction,
+            ),
             ef_search: parse_or(&mut problems, "SOKO_HNSW_EF_SEARCH", var("SOKO_HNSW_EF_SEARCH"), defaults.ef_search),
         };
         if !(4..=256).contains(&hnsw.m) {

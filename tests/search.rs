@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use common::{Backend, TestApp, product, spawn_app, spawn_on, violated_fields};
 use soko::proto::{
     catalog as pb,
-    soko::search::v1::{SearchProductsRequest, SearchSort, search_service_client::SearchServiceClient},
+    soko::search::v1::{
+        SearchByVectorRequest, SearchProductsRequest, SearchSort, SimilarProductsRequest,
+        search_service_client::SearchServiceClient,
+    },
 };
 use tonic::Code;
 
@@ -18,6 +21,8 @@ backend_tests!(
     only_active_products_are_searchable,
     bad_search_input_names_its_field,
     writes_on_one_replica_are_found_on_another_and_deletes_disappear,
+    vector_search_finds_the_nearest_products_and_respects_filters,
+    bad_vector_input_names_its_field,
 );
 
 fn query(q: &str) -> SearchProductsRequest {
@@ -214,4 +219,123 @@ async fn writes_on_one_replica_are_found_on_another_and_deletes_disappear(backen
     a.catalog.clone().delete_product(pb::DeleteProductRequest { id: created.id }).await.unwrap();
     search_until(&b, query("ankara tote"), |n| n.is_empty()).await;
     search_until(&a, query("ankara tote"), |n| n.is_empty()).await;
+}
+
+fn axis(i: usize) -> Vec<f32> {
+    let mut v = vec![0.05; 8];
+    v[i] = 1.0;
+    v
+}
+
+async fn vector_search_finds_the_nearest_products_and_respects_filters(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = app.seller("Lookalikes").await.id;
+    let mut ids = Vec::new();
+    for (i, category) in [(0, "shoes"), (1, "shoes"), (2, "dresses"), (3, "dresses")] {
+        let mut p = product(&s, &format!("Look {i}"), category, 100);
+        p.embedding = axis(i);
+        ids.push(app.create(p).await.id);
+    }
+    let mut no_vector = product(&s, "No picture", "shoes", 100);
+    no_vector.embedding.clear();
+    let no_vector = app.create(no_vector).await.id;
+    search_until(&app, query("look"), |n| n.len() == 4).await;
+
+    let mut client = SearchServiceClient::new(app.channel.clone());
+    let mut near_two = axis(2);
+    near_two[3] = 0.5;
+    let results = client
+        .search_by_vector(SearchByVectorRequest { vector: near_two.clone(), top_k: 2, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let found: Vec<&str> = results.iter().map(|r| r.product_id.as_str()).collect();
+    assert_eq!(found, [ids[2].as_str(), ids[3].as_str()]);
+    assert!(results[0].score > results[1].score && results[0].score <= 1.0);
+
+    let shoes_only = SearchByVectorRequest {
+        vector: near_two,
+        top_k: 10,
+        filter: Some(pb::ProductFilter { category_id: "shoes".into(), ..Default::default() }),
+        ..Default::default()
+    };
+    let results = client.search_by_vector(shoes_only).await.unwrap().into_inner().results;
+    let mut found: Vec<String> = results.into_iter().map(|r| r.product_id).collect();
+    found.sort();
+    let mut expected = vec![ids[0].clone(), ids[1].clone()];
+    expected.sort();
+    assert_eq!(found, expected, "the filter applies; products without embeddings never match");
+
+    let similar = client
+        .similar_products(SimilarProductsRequest { product_id: ids[0].clone(), top_k: 3, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(similar.len(), 3);
+    assert!(similar.iter().all(|r| r.product_id != ids[0]), "never the product itself");
+
+    let err = client
+        .similar_products(SimilarProductsRequest { product_id: no_vector, ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let err = client
+        .similar_products(SimilarProductsRequest { product_id: uuid::Uuid::now_v7().to_string(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // An update moves the product in the index; a delete removes it.
+    let change = pb::Product { id: ids[3].clone(), embedding: axis(0), ..Default::default() };
+    app.catalog
+        .clone()
+        .update_product(pb::UpdateProductRequest {
+            product: Some(change),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["embedding".into()] }),
+        })
+        .await
+        .unwrap();
+    app.catalog.clone().delete_product(pb::DeleteProductRequest { id: ids[0].clone() }).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let results = client
+            .search_by_vector(SearchByVectorRequest { vector: axis(0), top_k: 1, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        if results[0].product_id == ids[3] {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "the index never reflected the update");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn bad_vector_input_names_its_field(backend: Backend) {
+    let app = spawn_app(backend).await;
+    search_until(&app, query("anything"), |_| true).await;
+    let mut client = SearchServiceClient::new(app.channel.clone());
+    let mut nan = axis(0);
+    nan[1] = f32::NAN;
+    let cases: Vec<(&str, SearchByVectorRequest)> = vec![
+        ("vector", SearchByVectorRequest::default()),
+        ("vector", SearchByVectorRequest { vector: vec![1.0; 7], ..Default::default() }),
+        ("vector", SearchByVectorRequest { vector: nan, ..Default::default() }),
+        ("vector", SearchByVectorRequest { vector: vec![0.0; 8], ..Default::default() }),
+        ("top_k", SearchByVectorRequest { vector: axis(0), top_k: 1_000_000, ..Default::default() }),
+        ("top_k", SearchByVectorRequest { vector: axis(0), top_k: -1, ..Default::default() }),
+    ];
+    for (field, request) in cases {
+        let err = client.search_by_vector(request).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
+        assert_eq!(violated_fields(&err), [field]);
+    }
+    let err = client
+        .similar_products(SimilarProductsRequest { product_id: "1 OR 1=1".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&err), ["product_id"]);
 }

@@ -13,7 +13,7 @@ use soko::proto::{
     grpc::health::v1::{
         HealthCheckRequest, HealthListRequest, health_check_response::ServingStatus, health_client::HealthClient,
     },
-    soko::search::v1::{SearchByVectorRequest, search_service_client::SearchServiceClient},
+    soko::search::v1::{SearchByImageRequest, search_service_client::SearchServiceClient},
 };
 use tonic::Code;
 
@@ -75,7 +75,7 @@ async fn health_watch_streams_service_unknown_without_ending() {
 async fn unimplemented_services_answer_unimplemented() {
     let app = spawn_app(Backend::Sqlite).await;
     let mut search = SearchServiceClient::new(app.channel.clone());
-    let err = search.search_by_vector(SearchByVectorRequest::default()).await.unwrap_err();
+    let err = search.search_by_image(SearchByImageRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
 }
 

@@ -92,7 +92,10 @@ fn filter_input(f: crate::proto::catalog::ProductFilter) -> FilterInput {
     }
 }
 
-fn results(hits: Vec<(crate::domain::product::Product, f32)>, mask: Option<&prost_types::FieldMask>) -> Vec<pb::SearchResult> {
+fn results(
+    hits: Vec<(crate::domain::product::Product, f32)>,
+    mask: Option<&prost_types::FieldMask>,
+) -> Vec<pb::SearchResult> {
     hits.into_iter()
         .map(|(product, score)| pb::SearchResult {
             product_id: product.id.to_string(),

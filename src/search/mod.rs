@@ -74,18 +74,18 @@ fn parse_filter(v: &mut Violations, request: &FilterInput) -> ProductFilter {
         category_id: non_empty(&request.category_id).and_then(|r| v.check("filter.category_id", r.parse())),
         seller_id: non_empty(&request.seller_id).and_then(|r| v.check("filter.seller_id", r.parse())),
         min_price_minor: (request.min_price_minor != 0)
-        .then(|| v.check("filter.min_price_minor", non_negative(request.min_price_minor)))
-        .flatten(),
+            .then(|| v.check("filter.min_price_minor", non_negative(request.min_price_minor)))
+            .flatten(),
         max_price_minor: (request.max_price_minor != 0)
-        .then(|| v.check("filter.max_price_minor", non_negative(request.max_price_minor)))
-        .flatten(),
+            .then(|| v.check("filter.max_price_minor", non_negative(request.max_price_minor)))
+            .flatten(),
         currency: non_empty(&request.currency_code).and_then(|r| v.check("filter.currency_code", r.parse())),
         // Search only ever shows what is on sale.
         status: match request.status {
-        None | Some(StatusInput::Unspecified) | Some(StatusInput::Known(ProductStatus::Active)) => {
-            Some(ProductStatus::Active)
-        }
-        Some(_) => v.check("filter.status", Err("search covers active products only".into())),
+            None | Some(StatusInput::Unspecified) | Some(StatusInput::Known(ProductStatus::Active)) => {
+                Some(ProductStatus::Active)
+            }
+            Some(_) => v.check("filter.status", Err("search covers active products only".into())),
         },
     };
     if let (Some(min), Some(max)) = (filter.min_price_minor, filter.max_price_minor)
@@ -271,7 +271,12 @@ impl SearchEngine {
     }
 
     /// Products that look like `product_id` (by embedding), never including it.
-    pub fn similar_products(&self, product_id: &str, top_k: i32, filter: &FilterInput) -> Result<Vec<(Product, f32)>, Error> {
+    pub fn similar_products(
+        &self,
+        product_id: &str,
+        top_k: i32,
+        filter: &FilterInput,
+    ) -> Result<Vec<(Product, f32)>, Error> {
         self.require_ready()?;
         let mut v = Violations::default();
         let id = v.check("product_id", product_id.parse::<ProductId>());
@@ -291,7 +296,13 @@ impl SearchEngine {
         Ok(self.nearest(&query, k, &filter, Some(id)))
     }
 
-    fn nearest(&self, query: &[f32], k: usize, filter: &ProductFilter, exclude: Option<ProductId>) -> Vec<(Product, f32)> {
+    fn nearest(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: &ProductFilter,
+        exclude: Option<ProductId>,
+    ) -> Vec<(Product, f32)> {
         let text = self.text.read().expect("index lock");
         let vectors = self.vectors.read().expect("index lock");
         // Only a filter beyond "active" can be selective; then its matches may be few enough to scan.

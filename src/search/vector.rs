@@ -151,7 +151,9 @@ impl VectorIndex {
             let mut hits: Vec<VectorHit> = candidates
                 .iter()
                 .filter(|id| filter(**id))
-                .filter_map(|id| self.live.get(id).map(|(_, v)| VectorHit { product: *id, similarity: cosine(dot(&query, v)) }))
+                .filter_map(|id| {
+                    self.live.get(id).map(|(_, v)| VectorHit { product: *id, similarity: cosine(dot(&query, v)) })
+                })
                 .collect();
             hits.sort_by(|a, b| b.similarity.total_cmp(&a.similarity).then_with(|| a.product.cmp(&b.product)));
             hits.truncate(k);
