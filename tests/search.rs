@@ -9,7 +9,7 @@ use common::{Backend, TestApp, product, spawn_app, spawn_on, violated_fields};
 use soko::proto::{
     catalog as pb,
     soko::search::v1::{
-        SearchByVectorRequest, SearchProductsRequest, SearchSort, SimilarProductsRequest,
+        HybridSearchRequest, SearchByVectorRequest, SearchProductsRequest, SearchSort, SimilarProductsRequest,
         search_service_client::SearchServiceClient,
     },
 };
@@ -23,6 +23,7 @@ backend_tests!(
     writes_on_one_replica_are_found_on_another_and_deletes_disappear,
     vector_search_finds_the_nearest_products_and_respects_filters,
     bad_vector_input_names_its_field,
+    hybrid_search_ranks_products_found_both_ways_first,
 );
 
 fn query(q: &str) -> SearchProductsRequest {
@@ -338,4 +339,36 @@ async fn bad_vector_input_names_its_field(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(violated_fields(&err), ["product_id"]);
+}
+
+async fn hybrid_search_ranks_products_found_both_ways_first(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = app.seller("Hybrid").await.id;
+    // "Both" matches the words and the picture; the others match only one of them.
+    for (name, vector) in [("Linen shirt", axis(5)), ("Striped linen shirt", axis(0)), ("Cotton tee", axis(0))] {
+        let mut p = product(&s, name, "dresses", 100);
+        p.embedding = vector;
+        app.create(p).await;
+    }
+    search_until(&app, query("linen"), |n| n.len() == 2).await;
+    let mut client = SearchServiceClient::new(app.channel.clone());
+    let results = client
+        .hybrid_search(HybridSearchRequest {
+            query: "linen shirt".into(),
+            vector: axis(0),
+            top_k: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let names: Vec<String> = results.iter().map(|r| r.product.as_ref().unwrap().name.clone()).collect();
+    assert_eq!(names[0], "Striped linen shirt", "{names:?}");
+    assert_eq!(names.len(), 3);
+    let err = client
+        .hybrid_search(HybridSearchRequest { query: String::new(), vector: vec![], ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&err), ["query", "vector"]);
 }

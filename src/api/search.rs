@@ -179,8 +179,14 @@ impl SearchService for SearchApi {
 
     async fn hybrid_search(
         &self,
-        _: Request<pb::HybridSearchRequest>,
+        request: Request<pb::HybridSearchRequest>,
     ) -> Result<Response<pb::HybridSearchResponse>, Status> {
-        Err(not_yet("HybridSearch"))
+        let r = request.into_inner();
+        check_mask(r.read_mask.as_ref())?;
+        let hits = self.engine.hybrid(
+            &r.query,
+            &VectorRequest { vector: r.vector, top_k: r.top_k, filter: filter_input(r.filter.unwrap_or_default()) },
+        )?;
+        Ok(Response::new(pb::HybridSearchResponse { results: results(hits, r.read_mask.as_ref()) }))
     }
 }

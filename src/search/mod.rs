@@ -60,6 +60,11 @@ pub struct VectorRequest {
     pub filter: FilterInput,
 }
 
+/// Reciprocal-rank fusion constant (the value from the original RRF paper) and how many results
+/// of each list take part.
+const RRF_K: f32 = 60.0;
+const RRF_DEPTH: usize = 100;
+
 pub const DEFAULT_TOP_K: usize = 10;
 pub const MAX_TOP_K: usize = 100;
 
@@ -94,6 +99,20 @@ fn parse_filter(v: &mut Violations, request: &FilterInput) -> ProductFilter {
         v.check::<()>("filter.max_price_minor", Err("must not be below min_price_minor".into()));
     }
     filter
+}
+
+/// A query vector: exactly `dim` finite values, not all zero.
+fn check_vector(v: &mut Violations, vector: &[f32], dim: usize) {
+    let verdict = if vector.is_empty() {
+        Err(format!("is required ({dim} values)"))
+    } else if let Err(why) = crate::domain::product::parse_embedding(vector, dim) {
+        Err(why)
+    } else if vector::normalized(vector).is_none() {
+        Err("must not be all zeros".into())
+    } else {
+        Ok(())
+    };
+    v.check("vector", verdict);
 }
 
 fn parse_top_k(v: &mut Violations, top_k: i32) -> usize {
@@ -257,13 +276,7 @@ impl SearchEngine {
         self.require_ready()?;
         let dim = self.vectors.read().expect("index lock").dim();
         let mut v = Violations::default();
-        if let Err(why) = crate::domain::product::parse_embedding(&request.vector, dim) {
-            v.check::<()>("vector", Err(why));
-        } else if request.vector.is_empty() {
-            v.check::<()>("vector", Err(format!("is required ({dim} values)")));
-        } else if vector::normalized(&request.vector).is_none() {
-            v.check::<()>("vector", Err("must not be all zeros".into()));
-        }
+        check_vector(&mut v, &request.vector, dim);
         let k = parse_top_k(&mut v, request.top_k);
         let filter = parse_filter(&mut v, &request.filter);
         v.finish()?;
@@ -294,6 +307,45 @@ impl SearchEngine {
         };
         let query = query.ok_or_else(|| Error::FailedPrecondition("the product has no embedding".into()))?;
         Ok(self.nearest(&query, k, &filter, Some(id)))
+    }
+
+    /// Text and vector results fused by reciprocal-rank fusion: each list contributes
+    /// `1 / (RRF_K + rank)` per product, so neither score scale dominates the other.
+    pub fn hybrid(&self, query: &str, request: &VectorRequest) -> Result<Vec<(Product, f32)>, Error> {
+        self.require_ready()?;
+        let dim = self.vectors.read().expect("index lock").dim();
+        let mut v = Violations::default();
+        let query = query.trim();
+        let chars = query.chars().count();
+        if chars == 0 || chars > QUERY_MAX_CHARS {
+            v.check::<()>("query", Err(format!("must have 1–{QUERY_MAX_CHARS} characters")));
+        }
+        check_vector(&mut v, &request.vector, dim);
+        let k = parse_top_k(&mut v, request.top_k);
+        let filter = parse_filter(&mut v, &request.filter);
+        v.finish()?;
+        let text_hits: Vec<Product> = self
+            .text
+            .read()
+            .expect("index lock")
+            .search(query, &filter)
+            .into_iter()
+            .take(RRF_DEPTH)
+            .map(|h| h.product)
+            .collect();
+        let vector_hits: Vec<Product> =
+            self.nearest(&request.vector, RRF_DEPTH, &filter, None).into_iter().map(|(p, _)| p).collect();
+        let mut fused: std::collections::HashMap<ProductId, (f32, Product)> = std::collections::HashMap::new();
+        for list in [text_hits, vector_hits] {
+            for (rank, product) in list.into_iter().enumerate() {
+                let contribution = 1.0 / (RRF_K + rank as f32 + 1.0);
+                fused.entry(product.id).or_insert((0.0, product)).0 += contribution;
+            }
+        }
+        let mut fused: Vec<(Product, f32)> = fused.into_values().map(|(score, p)| (p, score)).collect();
+        fused.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.id.cmp(&b.0.id)));
+        fused.truncate(k);
+        Ok(fused)
     }
 
     fn nearest(
