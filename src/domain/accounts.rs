@@ -378,11 +378,7 @@ impl Accounts {
         };
         let filter = (!email.is_empty()).then_some(email.as_str());
         let mut rows = self.db.list_users(filter, role.map(Role::as_str), after, limit as i64 + 1).await?;
-        let next = (rows.len() > limit).then(|| {
-            rows.truncate(limit);
-            let last = rows.last().expect("limit is at least 1");
-            listing::encode_cursor(&scope, last.created_at, &last.id)
-        });
+        let next = listing::next_page(&mut rows, limit, &scope, |last| (last.created_at, last.id.clone()));
         Ok((rows.into_iter().map(User::try_from).collect::<Result<_, _>>()?, next))
     }
 }

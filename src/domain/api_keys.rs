@@ -162,11 +162,7 @@ impl ApiKeys {
         let active_at = (!show_inactive).then(|| Timestamp::now().0);
         let user = user.map(|u| u.to_string());
         let mut rows = self.db.list_api_keys(user.as_deref(), active_at, after, limit as i64 + 1).await?;
-        let next = (rows.len() > limit).then(|| {
-            rows.truncate(limit);
-            let last = rows.last().expect("limit is at least 1");
-            listing::encode_cursor(&scope, last.created_at, &last.id)
-        });
+        let next = listing::next_page(&mut rows, limit, &scope, |last| (last.created_at, last.id.clone()));
         Ok((rows.into_iter().map(ApiKey::try_from).collect::<Result<_, _>>()?, next))
     }
 }

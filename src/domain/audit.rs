@@ -128,11 +128,7 @@ impl Audit {
             }
         };
         let mut rows = self.db.list_audit_events(&filter, after, limit as i64 + 1).await?;
-        let next = (rows.len() > limit).then(|| {
-            rows.truncate(limit);
-            let last = rows.last().expect("limit is at least 1");
-            listing::encode_cursor(&scope, last.event_time, &last.id.to_string())
-        });
+        let next = listing::next_page(&mut rows, limit, &scope, |last| (last.event_time, last.id.to_string()));
         Ok((rows.into_iter().map(AuditEvent::from).collect(), next))
     }
 }

@@ -129,6 +129,17 @@ pub fn decode_cursor(token: &str, scope: &str) -> Result<(i64, String), String> 
     Ok((body.k, body.i))
 }
 
+/// Cuts a page out of `rows`, which were fetched with one row more than `limit`: the extra row
+/// only tells that another page exists. Returns the token of that page, made from the last row's
+/// sort key and id.
+pub fn next_page<T>(rows: &mut Vec<T>, limit: usize, scope: &str, key: impl Fn(&T) -> (i64, String)) -> Option<String> {
+    (rows.len() > limit).then(|| {
+        rows.truncate(limit);
+        let (sort_key, id) = key(rows.last().expect("limit is at least 1"));
+        encode_cursor(scope, sort_key, &id)
+    })
+}
+
 /// A short digest of a listing's parameters, to bind page tokens to them.
 pub fn scope_digest(canonical: &str) -> String {
     hex8(&Sha256::digest(canonical.as_bytes()))
