@@ -32,6 +32,20 @@ struct Server {
 impl Server {
     fn start(extra_env: &[(&str, &str)]) -> Self {
         let dir = std::env::temp_dir().join(format!("soko_t_{}", uuid::Uuid::new_v4().simple()));
+        Self::create_admin(&dir);
+        Self::serve_in(dir, extra_env)
+    }
+
+    /// Kills the process without warning and starts a new one on the same data directory.
+    fn crash_and_restart(mut self) -> Self {
+        self.signal("KILL");
+        let _ = self.child.wait();
+        let dir = std::mem::take(&mut self.dir);
+        drop(self);
+        Self::serve_in(dir, &[])
+    }
+
+    fn create_admin(dir: &Path) {
         std::fs::create_dir_all(&dir).unwrap();
         // The first admin comes from the CLI, as in production.
         let created = Command::new(env!("CARGO_BIN_EXE_soko"))
@@ -44,7 +58,9 @@ impl Server {
             .expect("run soko admin create-user");
         assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
         assert!(String::from_utf8_lossy(&created.stdout).contains("created admin admin@soko.test"));
+    }
 
+    fn serve_in(dir: PathBuf, extra_env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_soko"));
         command
             .arg("serve")
@@ -109,7 +125,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -216,4 +234,93 @@ async fn a_second_signal_exits_at_once() {
     let (code, took) = server.wait(Duration::from_secs(2));
     assert_ne!(code, Some(0));
     assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_during_writes_the_search_index_holds_exactly_the_live_products() {
+    use soko::proto::soko::search::v1::{SearchProductsRequest, search_service_client::SearchServiceClient};
+    let server = Server::start(&[]);
+    let catalog = server.admin_catalog().await;
+    let seller = seed_seller(&catalog).await;
+    // Writers create, and now and then delete, until the process dies under them.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let mut client = catalog.clone();
+            let seller = seller.clone();
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let product = common::product(&seller, &format!("Crash item {w}-{i}"), "shoes", 100);
+                    let Ok(created) = client.create_product(pb::CreateProductRequest { product: Some(product) }).await
+                    else {
+                        return;
+                    };
+                    if i % 3 == 0 {
+                        let id = created.into_inner().product.unwrap().id;
+                        if client.delete_product(pb::DeleteProductRequest { id }).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let server = server.crash_and_restart();
+    for writer in writers {
+        let _ = writer.await;
+    }
+
+    // What the database holds…
+    let catalog = server.admin_catalog().await;
+    let mut live = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = catalog
+            .clone()
+            .list_products(pb::ListProductsRequest { page_size: 100, page_token: token, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        live.extend(page.products.into_iter().map(|p| p.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert!(live.len() > 5, "the writers got some products in before the crash: {}", live.len());
+    // …is exactly what the rebuilt index finds.
+    let mut search = SearchServiceClient::new(server.channel().await);
+    let started = Instant::now();
+    let mut found = loop {
+        let mut found = Vec::new();
+        let mut token = String::new();
+        let ready = loop {
+            let page = match search
+                .search_products(SearchProductsRequest {
+                    query: "crash item".into(),
+                    page_size: 100,
+                    page_token: token,
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(page) => page.into_inner(),
+                Err(e) if e.code() == tonic::Code::Unavailable => break false,
+                Err(e) => panic!("{e:?}"),
+            };
+            found.extend(page.results.into_iter().map(|r| r.product_id));
+            if page.next_page_token.is_empty() {
+                break true;
+            }
+            token = page.next_page_token;
+        };
+        if ready {
+            break found;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the index never finished loading");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    live.sort();
+    found.sort();
+    assert_eq!(found, live);
 }
