@@ -46,12 +46,12 @@ impl Server {
     }
 
     fn create_admin(dir: &Path) {
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
         // The first admin comes from the CLI, as in production.
         let created = Command::new(env!("CARGO_BIN_EXE_soko"))
             .args(["admin", "create-user", "--email", common::ADMIN_EMAIL, "--role", "admin"])
             .env_clear()
-            .env("SOKO_DATA_DIR", &dir)
+            .env("SOKO_DATA_DIR", dir)
             .env("SOKO_NEW_USER_PASSWORD", common::ADMIN_PASSWORD)
             .env("RUST_LOG", "off")
             .output()
