@@ -350,7 +350,8 @@ async fn hybrid_search_ranks_products_found_both_ways_first(backend: Backend) {
         p.embedding = vector;
         app.create(p).await;
     }
-    search_until(&app, query("linen"), |n| n.len() == 2).await;
+    // All three must be indexed: with one missing, the ranks (and so the fusion) differ.
+    search_until(&app, query("linen cotton"), |n| n.len() == 3).await;
     let mut client = SearchServiceClient::new(app.channel.clone());
     let results = client
         .hybrid_search(HybridSearchRequest {
