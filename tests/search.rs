@@ -240,7 +240,8 @@ async fn vector_search_finds_the_nearest_products_and_respects_filters(backend: 
     let mut no_vector = product(&s, "No picture", "shoes", 100);
     no_vector.embedding.clear();
     let no_vector = app.create(no_vector).await.id;
-    search_until(&app, query("look"), |n| n.len() == 4).await;
+    // Every product, the one without a picture included, must be indexed before the checks below.
+    search_until(&app, query("look picture"), |n| n.len() == 5).await;
 
     let mut client = SearchServiceClient::new(app.channel.clone());
     let mut near_two = axis(2);
