@@ -374,3 +374,31 @@ async fn hybrid_search_ranks_products_found_both_ways_first(backend: Backend) {
         .unwrap_err();
     assert_eq!(violated_fields(&err), ["query", "vector"]);
 }
+
+fn cache_hits(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("soko_search_cache_lookups_total") && l.contains("outcome=\"hit\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_searches_are_served_from_the_cache_until_a_write_changes_the_index() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let s = app.seller("Cached").await.id;
+    app.create(product(&s, "Batik cushion", "furniture", 100)).await;
+    search_until(&app, query("batik"), |n| n.len() == 1).await;
+    let metrics = || async {
+        String::from_utf8(common::http::request(app.ops_addr, "GET", "/metrics", &[], b"").await.body).unwrap()
+    };
+    let before = cache_hits(&metrics().await);
+    let mut client = SearchServiceClient::new(app.channel.clone());
+    let first = client.search_products(query("batik")).await.unwrap().into_inner();
+    let second = client.search_products(query("batik")).await.unwrap().into_inner();
+    assert_eq!(first, second);
+    assert!(cache_hits(&metrics().await) >= before + 1.0, "the repeat was a cache hit");
+    // A write makes cached answers stale at once.
+    app.create(product(&s, "Batik throw", "furniture", 100)).await;
+    search_until(&app, query("batik"), |n| n.len() == 2).await;
+}

@@ -2,6 +2,7 @@
 //! order, so every replica converges on the database: a product written through any replica
 //! appears here within one poll interval.
 
+mod cache;
 pub mod text;
 pub mod vector;
 
@@ -136,6 +137,7 @@ pub struct SearchRequest {
 /// The search index and the state of its outbox follower.
 pub struct SearchEngine {
     db: Db,
+    text_results: cache::ResultCache<(Vec<Hit>, Option<String>)>,
     text: RwLock<TextIndex>,
     vectors: RwLock<VectorIndex>,
     follow: tokio::sync::Mutex<FollowState>,
@@ -155,6 +157,7 @@ impl SearchEngine {
     pub fn new(db: Db, dim: usize, params: HnswParams) -> Arc<Self> {
         Arc::new(Self {
             db,
+            text_results: cache::ResultCache::default(),
             text: RwLock::new(TextIndex::default()),
             vectors: RwLock::new(VectorIndex::new(dim, params, 10_000)),
             follow: tokio::sync::Mutex::new(FollowState::default()),
@@ -200,6 +203,9 @@ impl SearchEngine {
                     }
                     index.upsert(product);
                 }
+            }
+            if !fresh.is_empty() {
+                self.text_results.invalidate();
             }
             applied += fresh.len();
             state.applied_above.extend(fresh.iter().map(|e| e.id));
@@ -252,6 +258,11 @@ impl SearchEngine {
                 usize::try_from(offset).map_err(|_| Error::invalid("page_token", "is not valid"))?
             }
         };
+        let key = format!("{scope}|{offset}|{limit}");
+        if let Some(cached) = self.text_results.get(&key) {
+            return Ok(cached);
+        }
+        let generation = self.text_results.generation();
         let mut hits = self.text.read().expect("index lock").search(query, &filter);
         match sort {
             SearchSort::Relevance => {}
@@ -266,6 +277,7 @@ impl SearchEngine {
         let total = hits.len();
         let page: Vec<Hit> = hits.into_iter().skip(offset).take(limit).collect();
         let next = (offset + page.len() < total).then(|| listing::encode_cursor(&scope, (offset + limit) as i64, ""));
+        self.text_results.put(key, generation, (page.clone(), next.clone()));
         Ok((page, next))
     }
 }
