@@ -7,6 +7,7 @@ use crate::{
     domain::{
         Error, FieldViolation,
         catalog::{Catalog, ListRequest},
+        listing::FilterInput,
         listing::ProductSort,
         product::{Category, Product, ProductInput, ProductStatus, Seller, StatusInput},
     },
@@ -38,6 +39,18 @@ pub fn status_from_proto(raw: i32) -> StatusInput {
         Ok(pb::ProductStatus::Active) => StatusInput::Known(ProductStatus::Active),
         Ok(pb::ProductStatus::Archived) => StatusInput::Known(ProductStatus::Archived),
         Err(_) => StatusInput::Unknown(raw),
+    }
+}
+
+/// A filter as the domain takes it, before validation.
+pub fn filter_input(f: pb::ProductFilter) -> FilterInput {
+    FilterInput {
+        category_id: f.category_id,
+        seller_id: f.seller_id,
+        min_price_minor: f.min_price_minor,
+        max_price_minor: f.max_price_minor,
+        currency_code: f.currency_code,
+        status: Some(status_from_proto(f.status)),
     }
 }
 
@@ -162,12 +175,7 @@ impl CatalogService for CatalogApi {
         let page = self
             .catalog
             .list_products(&ListRequest {
-                category_id: filter.category_id,
-                seller_id: filter.seller_id,
-                min_price_minor: filter.min_price_minor,
-                max_price_minor: filter.max_price_minor,
-                currency_code: filter.currency_code,
-                status: Some(status_from_proto(filter.status)),
+                filter: filter_input(filter),
                 sort: Some(sort),
                 page_size: request.page_size,
                 page_token: request.page_token,

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::catalog::{product_to_proto, status_from_proto};
+use super::catalog::{filter_input, product_to_proto};
 use crate::{
     domain::Error,
     proto::soko::search::v1::{self as pb, search_service_server::SearchService},
-    search::{FilterInput, SearchEngine, SearchRequest, SearchSort, VectorRequest},
+    search::{SearchEngine, SearchRequest, SearchSort, VectorRequest},
 };
 
 pub struct SearchApi {
@@ -78,17 +78,6 @@ fn check_mask(mask: Option<&prost_types::FieldMask>) -> Result<(), Status> {
     match mask.and_then(|m| m.paths.iter().find(|p| !MASKABLE.contains(&p.as_str()))) {
         Some(bad) => Err(Error::invalid("read_mask", format!("unknown field `{bad}`")).into()),
         None => Ok(()),
-    }
-}
-
-fn filter_input(f: crate::proto::catalog::ProductFilter) -> FilterInput {
-    FilterInput {
-        category_id: f.category_id,
-        seller_id: f.seller_id,
-        min_price_minor: f.min_price_minor,
-        max_price_minor: f.max_price_minor,
-        currency_code: f.currency_code,
-        status: Some(status_from_proto(f.status)),
     }
 }
 

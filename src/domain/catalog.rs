@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use super::{
     auth::RequestContext,
     error::{Error, Violations},
-    listing::{self, Cursor, ListQuery, ProductFilter, ProductSort},
+    listing::{self, Cursor, FilterInput, ListQuery, ProductSort},
     product::{
         self, Category, CategoryId, Money, Product, ProductId, ProductInput, ProductPatch, ProductStatus, Seller,
         SellerId, StatusInput, Timestamp,
@@ -35,12 +35,7 @@ pub struct Page {
 /// A listing request as the client sent it.
 #[derive(Debug, Clone, Default)]
 pub struct ListRequest {
-    pub category_id: String,
-    pub seller_id: String,
-    pub min_price_minor: i64,
-    pub max_price_minor: i64,
-    pub currency_code: String,
-    pub status: Option<StatusInput>,
+    pub filter: FilterInput,
     pub sort: Option<ProductSort>,
     pub page_size: i32,
     pub page_token: String,
@@ -149,32 +144,7 @@ impl Catalog {
 
     pub async fn list_products(&self, request: &ListRequest) -> Result<Page, Error> {
         let mut v = Violations::default();
-        fn non_empty(raw: &str) -> Option<&str> {
-            (!raw.is_empty()).then_some(raw)
-        }
-        let filter = ProductFilter {
-            category_id: non_empty(&request.category_id).and_then(|raw| v.check("filter.category_id", raw.parse())),
-            seller_id: non_empty(&request.seller_id).and_then(|raw| v.check("filter.seller_id", raw.parse())),
-            min_price_minor: match request.min_price_minor {
-                0 => None,
-                n => v.check("filter.min_price_minor", if n < 0 { Err("must not be negative".into()) } else { Ok(n) }),
-            },
-            max_price_minor: match request.max_price_minor {
-                0 => None,
-                n => v.check("filter.max_price_minor", if n < 0 { Err("must not be negative".into()) } else { Ok(n) }),
-            },
-            currency: non_empty(&request.currency_code).and_then(|raw| v.check("filter.currency_code", raw.parse())),
-            status: match request.status {
-                None | Some(StatusInput::Unspecified) => None,
-                Some(StatusInput::Known(s)) => Some(s),
-                Some(StatusInput::Unknown(n)) => v.check("filter.status", Err(format!("unknown status {n}"))),
-            },
-        };
-        if let (Some(min), Some(max)) = (filter.min_price_minor, filter.max_price_minor)
-            && min > max
-        {
-            v.check::<()>("filter.max_price_minor", Err("must not be below min_price_minor".into()));
-        }
+        let filter = listing::parse_filter(&mut v, &request.filter);
         let limit = v.check("page_size", listing::page_size(request.page_size));
         v.finish()?;
         let sort = request.sort.unwrap_or(ProductSort::Newest);

@@ -8,7 +8,10 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::product::{CategoryId, Currency, ProductId, ProductStatus, SellerId};
+use super::{
+    error::Violations,
+    product::{CategoryId, Currency, ProductId, ProductStatus, SellerId, StatusInput},
+};
 
 pub const DEFAULT_PAGE_SIZE: usize = 20;
 pub const MAX_PAGE_SIZE: usize = 100;
@@ -56,6 +59,47 @@ impl ProductFilter {
         );
         scope_digest(&canonical)
     }
+}
+
+/// A filter as a client sent it, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct FilterInput {
+    pub category_id: String,
+    pub seller_id: String,
+    pub min_price_minor: i64,
+    pub max_price_minor: i64,
+    pub currency_code: String,
+    pub status: Option<StatusInput>,
+}
+
+/// Validates a filter, recording one violation per bad field under `filter.<field>`.
+pub fn parse_filter(v: &mut Violations, input: &FilterInput) -> ProductFilter {
+    fn non_empty(raw: &str) -> Option<&str> {
+        (!raw.is_empty()).then_some(raw)
+    }
+    let price = |v: &mut Violations, field: &str, n: i64| match n {
+        0 => None,
+        n if n < 0 => v.check(field, Err("must not be negative".into())),
+        n => Some(n),
+    };
+    let filter = ProductFilter {
+        category_id: non_empty(&input.category_id).and_then(|raw| v.check("filter.category_id", raw.parse())),
+        seller_id: non_empty(&input.seller_id).and_then(|raw| v.check("filter.seller_id", raw.parse())),
+        min_price_minor: price(v, "filter.min_price_minor", input.min_price_minor),
+        max_price_minor: price(v, "filter.max_price_minor", input.max_price_minor),
+        currency: non_empty(&input.currency_code).and_then(|raw| v.check("filter.currency_code", raw.parse())),
+        status: match input.status {
+            None | Some(StatusInput::Unspecified) => None,
+            Some(StatusInput::Known(s)) => Some(s),
+            Some(StatusInput::Unknown(n)) => v.check("filter.status", Err(format!("unknown status {n}"))),
+        },
+    };
+    if let (Some(min), Some(max)) = (filter.min_price_minor, filter.max_price_minor)
+        && min > max
+    {
+        v.check::<()>("filter.max_price_minor", Err("must not be below min_price_minor".into()));
+    }
+    filter
 }
 
 /// Where the previous page ended: the sort key (creation time or price) and the id.

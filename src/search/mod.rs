@@ -19,8 +19,8 @@ use crate::{
     domain::{
         Error,
         error::Violations,
-        listing::{self, ProductFilter, scope_digest},
-        product::{Product, ProductId, ProductStatus, StatusInput},
+        listing::{self, FilterInput, ProductFilter, scope_digest},
+        product::{Product, ProductId, ProductStatus},
     },
     store::{Db, StoreError},
 };
@@ -42,17 +42,6 @@ pub enum SearchSort {
     Newest,
 }
 
-/// A filter as the client sent it.
-#[derive(Debug, Clone, Default)]
-pub struct FilterInput {
-    pub category_id: String,
-    pub seller_id: String,
-    pub min_price_minor: i64,
-    pub max_price_minor: i64,
-    pub currency_code: String,
-    pub status: Option<StatusInput>,
-}
-
 /// A vector query as the client sent it.
 #[derive(Debug, Clone, Default)]
 pub struct VectorRequest {
@@ -69,36 +58,14 @@ const RRF_DEPTH: usize = 100;
 pub const DEFAULT_TOP_K: usize = 10;
 pub const MAX_TOP_K: usize = 100;
 
-fn non_empty(raw: &str) -> Option<&str> {
-    (!raw.is_empty()).then_some(raw)
-}
-
-/// Validates a filter; search only ever shows active products.
-fn parse_filter(v: &mut Violations, request: &FilterInput) -> ProductFilter {
-    let non_negative = |n: i64| if n < 0 { Err("must not be negative".to_owned()) } else { Ok(n) };
-    let filter = ProductFilter {
-        category_id: non_empty(&request.category_id).and_then(|r| v.check("filter.category_id", r.parse())),
-        seller_id: non_empty(&request.seller_id).and_then(|r| v.check("filter.seller_id", r.parse())),
-        min_price_minor: (request.min_price_minor != 0)
-            .then(|| v.check("filter.min_price_minor", non_negative(request.min_price_minor)))
-            .flatten(),
-        max_price_minor: (request.max_price_minor != 0)
-            .then(|| v.check("filter.max_price_minor", non_negative(request.max_price_minor)))
-            .flatten(),
-        currency: non_empty(&request.currency_code).and_then(|r| v.check("filter.currency_code", r.parse())),
-        // Search only ever shows what is on sale.
-        status: match request.status {
-            None | Some(StatusInput::Unspecified) | Some(StatusInput::Known(ProductStatus::Active)) => {
-                Some(ProductStatus::Active)
-            }
-            Some(_) => v.check("filter.status", Err("search covers active products only".into())),
-        },
+/// Validates a filter; search only ever shows active products, so a status other than ACTIVE is
+/// refused rather than silently ignored.
+fn parse_filter(v: &mut Violations, input: &FilterInput) -> ProductFilter {
+    let mut filter = listing::parse_filter(v, input);
+    filter.status = match filter.status {
+        None | Some(ProductStatus::Active) => Some(ProductStatus::Active),
+        Some(_) => v.check("filter.status", Err("search covers active products only".into())),
     };
-    if let (Some(min), Some(max)) = (filter.min_price_minor, filter.max_price_minor)
-        && min > max
-    {
-        v.check::<()>("filter.max_price_minor", Err("must not be below min_price_minor".into()));
-    }
     filter
 }
 
