@@ -259,6 +259,8 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     pub limits: Limits,
     pub hnsw: crate::search::vector::HnswParams,
+    /// Vector index snapshots; `None` when SOKO_SNAPSHOT_INTERVAL_SECS is 0.
+    pub snapshots: Option<crate::search::snapshot::SnapshotConfig>,
 }
 
 /// All the problems found in the environment, one per line.
@@ -481,6 +483,13 @@ impl Config {
                 defaults.ef_construction,
             ),
             ef_search: parse_or(&mut problems, "SOKO_HNSW_EF_SEARCH", var("SOKO_HNSW_EF_SEARCH"), defaults.ef_search),
+            metric: match var("SOKO_VECTOR_METRIC") {
+                None => defaults.metric,
+                Some(name) => crate::search::distance::Metric::parse(&name).unwrap_or_else(|| {
+                    problems.push(format!("SOKO_VECTOR_METRIC: {name:?} is not cosine or l2"));
+                    defaults.metric
+                }),
+            },
         };
         if !(4..=256).contains(&hnsw.m) {
             problems.push(format!("SOKO_HNSW_M: {} is outside 4..=256", hnsw.m));
@@ -491,6 +500,16 @@ impl Config {
         if !(1..=4096).contains(&hnsw.ef_search) {
             problems.push(format!("SOKO_HNSW_EF_SEARCH: {} is outside 1..=4096", hnsw.ef_search));
         }
+
+        let snapshot_secs: u64 =
+            parse_or(&mut problems, "SOKO_SNAPSHOT_INTERVAL_SECS", var("SOKO_SNAPSHOT_INTERVAL_SECS"), 300);
+        if snapshot_secs > 7 * 24 * 3600 {
+            problems.push(format!("SOKO_SNAPSHOT_INTERVAL_SECS: {snapshot_secs} is more than a week"));
+        }
+        let snapshots = (snapshot_secs > 0).then(|| crate::search::snapshot::SnapshotConfig {
+            dir: var("SOKO_SNAPSHOT_DIR").map(PathBuf::from).unwrap_or_else(|| data_dir.join("search-snapshot")),
+            interval: Duration::from_secs(snapshot_secs),
+        });
 
         if !problems.is_empty() {
             return Err(ConfigError(problems));
@@ -514,6 +533,7 @@ impl Config {
             rate_limits,
             limits,
             hnsw,
+            snapshots,
         })
     }
 }

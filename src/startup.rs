@@ -118,7 +118,7 @@ impl Application {
         let health =
             HealthState::new([api::CATALOG_SERVICE, api::SEARCH_SERVICE, api::AUTH_SERVICE, api::ADMIN_SERVICE]);
         let catalog = Catalog::new(db.clone(), config.embedding_dim);
-        let search = SearchEngine::new(db.clone(), config.embedding_dim, config.hnsw);
+        let search = SearchEngine::new(db.clone(), config.embedding_dim, config.hnsw, config.snapshots.clone());
         let audit = Audit::new(db.clone());
         let accounts = accounts(&config, &db);
         let api_keys = ApiKeys::new(db.clone());

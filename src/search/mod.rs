@@ -3,6 +3,10 @@
 //! appears here within one poll interval.
 
 mod cache;
+pub mod distance;
+mod graph;
+pub mod snapshot;
+pub mod synthetic;
 pub mod text;
 pub mod vector;
 
@@ -12,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use snapshot::SnapshotConfig;
 use text::{Hit, TextIndex};
 use vector::{HnswParams, VectorHit, VectorIndex};
 
@@ -109,6 +114,7 @@ pub struct SearchEngine {
     vectors: RwLock<VectorIndex>,
     follow: tokio::sync::Mutex<FollowState>,
     ready: std::sync::atomic::AtomicBool,
+    snapshots: Option<SnapshotConfig>,
 }
 
 #[derive(Default)]
@@ -118,10 +124,15 @@ struct FollowState {
     /// Applied events above the watermark, waiting for the holes below them to fill.
     applied_above: BTreeSet<i64>,
     gap_since: Option<Instant>,
+    /// Set when the vector index came from a snapshot: the text index is then loaded from the
+    /// products table before the outbox past the watermark is replayed.
+    load_text: bool,
+    /// Events applied since the last snapshot.
+    unsnapshotted: usize,
 }
 
 impl SearchEngine {
-    pub fn new(db: Db, dim: usize, params: HnswParams) -> Arc<Self> {
+    pub fn new(db: Db, dim: usize, params: HnswParams, snapshots: Option<SnapshotConfig>) -> Arc<Self> {
         Arc::new(Self {
             db,
             text_results: cache::ResultCache::default(),
@@ -129,6 +140,7 @@ impl SearchEngine {
             vectors: RwLock::new(VectorIndex::new(dim, params, 10_000)),
             follow: tokio::sync::Mutex::new(FollowState::default()),
             ready: std::sync::atomic::AtomicBool::new(false),
+            snapshots,
         })
     }
 
@@ -149,6 +161,10 @@ impl SearchEngine {
     /// current row, so applying one twice, or out of order, leaves the same index.
     pub async fn catch_up(&self) -> Result<usize, StoreError> {
         let mut state = self.follow.lock().await;
+        if state.load_text {
+            self.load_text_index().await?;
+            state.load_text = false;
+        }
         let mut applied = 0;
         loop {
             let events = self.db.outbox_after(state.watermark, BATCH).await?;
@@ -175,17 +191,112 @@ impl SearchEngine {
                 self.text_results.invalidate();
             }
             applied += fresh.len();
+            state.unsnapshotted += fresh.len();
             state.applied_above.extend(fresh.iter().map(|e| e.id));
             advance(&mut state);
             if (events.len() as i64) < BATCH || fresh.is_empty() {
+                self.refresh_graph();
                 return Ok(applied);
             }
         }
     }
 
-    /// Follows the outbox until `stop` resolves. The first catch-up marks the engine ready.
+    /// Copies the vector graph for searching once enough points arrived since the last copy. The
+    /// copy is made under the read lock, so searches go on; only this follower inserts, so
+    /// nothing changes between the copy and its install.
+    fn refresh_graph(&self) {
+        if !self.vectors.read().expect("index lock").needs_compile() {
+            return;
+        }
+        let started = Instant::now();
+        let graph = self.vectors.read().expect("index lock").compile();
+        self.vectors.write().expect("index lock").install(graph);
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "vector graph copied for search");
+    }
+
+    /// Every live product into the text index, a page at a time (after a snapshot restored the
+    /// vectors; the outbox replay then brings both up to date).
+    async fn load_text_index(&self) -> Result<(), StoreError> {
+        let mut after = None;
+        loop {
+            let page = self.db.products_after(after, BATCH).await?;
+            let Some(last) = page.last().map(|p| p.id) else { return Ok(()) };
+            let mut text = self.text.write().expect("index lock");
+            for product in page.into_iter().filter(|p| p.status == ProductStatus::Active) {
+                text.upsert(product);
+            }
+            after = Some(last);
+        }
+    }
+
+    /// Loads the snapshot, if there is a usable one; otherwise the index is rebuilt by replaying
+    /// the whole outbox.
+    async fn restore(self: &Arc<Self>) {
+        let Some(config) = self.snapshots.clone() else { return };
+        let (dim, params) = {
+            let vectors = self.vectors.read().expect("index lock");
+            (vectors.dim(), vectors.params())
+        };
+        let started = Instant::now();
+        let loaded = tokio::task::spawn_blocking(move || snapshot::load(&config, dim, params)).await;
+        match loaded {
+            Ok(Ok(restored)) => {
+                let points = restored.index.points();
+                *self.vectors.write().expect("index lock") = restored.index;
+                let mut state = self.follow.lock().await;
+                state.watermark = restored.watermark;
+                state.applied_above = restored.applied_above.into_iter().collect();
+                state.load_text = true;
+                tracing::info!(
+                    points,
+                    watermark = restored.watermark,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "search index loaded from its snapshot"
+                );
+            }
+            Ok(Err(snapshot::LoadError::Missing)) => {
+                tracing::info!("no search snapshot; building the index from the outbox")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "search snapshot not used; rebuilding the index from the outbox"),
+            Err(e) => {
+                tracing::warn!(error = %e, "loading the search snapshot failed; rebuilding the index from the outbox")
+            }
+        }
+    }
+
+    /// Writes a snapshot if anything changed since the last one. The follower is paused while
+    /// it is written (searches are not), so the snapshot and its watermark agree.
+    pub async fn snapshot(self: &Arc<Self>) {
+        let Some(config) = self.snapshots.clone() else { return };
+        let mut state = self.follow.lock().await;
+        if state.unsnapshotted == 0 || state.load_text {
+            return;
+        }
+        let (watermark, above): (i64, Vec<i64>) = (state.watermark, state.applied_above.iter().copied().collect());
+        let engine = Arc::clone(self);
+        let started = Instant::now();
+        let written = tokio::task::spawn_blocking(move || {
+            let vectors = engine.vectors.read().expect("index lock");
+            snapshot::write(&config, &vectors, watermark, &above)
+        })
+        .await;
+        match written {
+            Ok(Ok(dir)) => {
+                state.unsnapshotted = 0;
+                tracing::info!(dir = %dir.display(), watermark, elapsed_ms = started.elapsed().as_millis() as u64, "search snapshot written");
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "writing the search snapshot failed; will retry"),
+            Err(e) => tracing::warn!(error = %e, "writing the search snapshot failed; will retry"),
+        }
+    }
+
+    /// Follows the outbox until `stop` resolves: loads the snapshot first, takes one on schedule
+    /// and a last one on the way out. The first catch-up marks the engine ready.
     pub async fn follow(self: Arc<Self>, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
+        self.restore().await;
+        let interval = self.snapshots.as_ref().map(|c| c.interval);
+        let mut last_snapshot = Instant::now();
         loop {
             match self.catch_up().await {
                 Ok(_) => {
@@ -195,8 +306,15 @@ impl SearchEngine {
                 }
                 Err(e) => tracing::warn!(error = %e, "search index: reading the outbox failed; retrying"),
             }
+            if interval.is_some_and(|every| last_snapshot.elapsed() >= every) {
+                self.snapshot().await;
+                last_snapshot = Instant::now();
+            }
             tokio::select! {
-                () = &mut stop => return,
+                () = &mut stop => {
+                    self.snapshot().await;
+                    return;
+                }
                 () = tokio::time::sleep(POLL_INTERVAL) => {}
             }
         }
@@ -282,7 +400,7 @@ impl SearchEngine {
                 return Err(Error::NotFound { resource: "product", id: id.to_string() });
             }
             let vectors = self.vectors.read().expect("index lock");
-            vectors.vector(id).map(<[f32]>::to_vec)
+            vectors.vector(id)
         };
         let query = query.ok_or_else(|| Error::FailedPrecondition("the product has no embedding".into()))?;
         Ok(self.nearest(&query, k, &filter, Some(id)))

@@ -300,6 +300,23 @@ impl Db {
         rows.into_iter().map(Product::try_from).collect()
     }
 
+    /// Live products in id order, `limit` at a time after `after`: a full scan in pages, for
+    /// loading the search index.
+    pub async fn products_after(&self, after: Option<ProductId>, limit: i64) -> Result<Vec<Product>, StoreError> {
+        let after = after.map(|id| id.to_string()).unwrap_or_default();
+        let rows: Vec<ProductRow> = with_conn!(self, |conn| {
+            products::table
+                .filter(products::id.gt(&after))
+                .filter(products::deleted_at.is_null())
+                .order(products::id.asc())
+                .limit(limit)
+                .select(ProductRow::as_select())
+                .load(conn)
+                .await?
+        });
+        rows.into_iter().map(Product::try_from).collect()
+    }
+
     pub async fn list_products(&self, query: &ListQuery) -> Result<Vec<Product>, StoreError> {
         let f = &query.filter;
         let category = f.category_id.as_ref().map(|c| c.as_str().to_owned());
