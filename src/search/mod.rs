@@ -2,9 +2,12 @@
 //! order, so every replica converges on the database: a product written through any replica
 //! appears here within one poll interval.
 
+mod by_image;
 mod cache;
 pub mod text;
 pub mod vector;
+
+pub use by_image::ImageRequest;
 
 use std::{
     collections::BTreeSet,
