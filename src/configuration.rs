@@ -360,6 +360,8 @@ impl Config {
         if !(1024..=64 * 1024 * 1024).contains(&max_upload_bytes) {
             problems.push(format!("SOKO_MAX_UPLOAD_BYTES: {max_upload_bytes} is outside 1024..=67108864"));
         }
+        // Raising the general limit past the upload one must not make search the stingy service.
+        let max_upload_bytes = max_upload_bytes.max(max_message_bytes);
         let embedding_dim: usize = parse_or(&mut problems, "SOKO_EMBEDDING_DIM", var("SOKO_EMBEDDING_DIM"), 768);
         if !(2..=4096).contains(&embedding_dim) {
             problems.push(format!("SOKO_EMBEDDING_DIM: {embedding_dim} is outside 2..=4096"));

@@ -121,7 +121,7 @@ impl Application {
         let search = SearchEngine::new(db.clone(), config.embedding_dim, config.hnsw);
         let embedder = crate::embed::from_config(&config.embedder, config.embedding_dim)
             .context("setting up the image embedder")?;
-        tracing::info!(embedder = embedder.name(), dim = embedder.dim(), "image embedder ready");
+        tracing::info!(embedder = embedder.name(), dim = embedder.dim(), "image embedder configured");
         let audit = Audit::new(db.clone());
         let accounts = accounts(&config, &db);
         let api_keys = ApiKeys::new(db.clone());
