@@ -104,11 +104,15 @@ impl Embedder for BuiltinEmbedder {
 
     fn embed_image(&self, image: Vec<u8>) -> BoxFuture<'_, Result<Vec<f32>, EmbedError>> {
         Box::pin(async move {
-            let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+            // The permit goes with the work: a caller that gives up does not free it early.
+            let permit = self.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
             let this = self.clone();
-            tokio::task::spawn_blocking(move || this.embed_blocking(&image))
-                .await
-                .map_err(|e| EmbedError::Internal(anyhow::anyhow!("image embedding task failed: {e}")))?
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                this.embed_blocking(&image)
+            })
+            .await
+            .map_err(|e| EmbedError::Internal(anyhow::anyhow!("image embedding task failed: {e}")))?
         })
     }
 }
