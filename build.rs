@@ -13,6 +13,10 @@ const PROTOS: &[&str] = &[
     "grpc/health/v1/health.proto",
 ];
 
+/// Services Soko calls rather than serves: compiled to Rust (client, and server for test fakes)
+/// but kept out of the reflection descriptor, which lists only what this server answers.
+const CALLED: &[&str] = &["soko/embedder/v1/embedder.proto"];
+
 /// Served through reflection only, so tools can decode error details; the Rust types come from
 /// tonic-types.
 const REFLECTION_ONLY: &[&str] = &["google/rpc/status.proto", "google/rpc/error_details.proto"];
@@ -28,11 +32,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .open_files(files)
             .map(|c| c.file_descriptor_set())
     };
-    let fds = compile(PROTOS)?;
-    let all: Vec<&str> = PROTOS.iter().chain(REFLECTION_ONLY).copied().collect();
+    let reflected: Vec<&str> = PROTOS.iter().chain(REFLECTION_ONLY).copied().collect();
     let out = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(out.join("soko_descriptor.bin"), compile(&all)?.encode_to_vec())?;
+    fs::write(out.join("soko_descriptor.bin"), compile(&reflected)?.encode_to_vec())?;
 
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
+    let generated: Vec<&str> = PROTOS.iter().chain(CALLED).copied().collect();
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(compile(&generated)?)?;
     Ok(())
 }

@@ -221,6 +221,15 @@ pub struct Limits {
     pub max_concurrent_streams: u32,
 }
 
+/// Which image embedder SearchByImage uses (`SOKO_EMBEDDER`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmbedderConfig {
+    /// Colour and texture features computed in-process: works with no model, but not semantic.
+    Builtin,
+    /// A model server implementing `soko.embedder.v1.EmbedderService`.
+    Remote { url: RedactedUrl, timeout: Duration },
+}
+
 /// Secrets that ship in examples and tutorials: never acceptable in production.
 const KNOWN_WEAK_SECRETS: &[&str] =
     &["secret", "changeme", "change-me", "your-secret-key", "jwt-secret", "supersecret", "password"];
@@ -253,7 +262,10 @@ pub struct Config {
     pub db_checkout_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub max_message_bytes: usize,
+    /// Largest accepted message of the search service, which takes photos (SearchByImage).
+    pub max_upload_bytes: usize,
     pub embedding_dim: usize,
+    pub embedder: EmbedderConfig,
     pub migrate_on_start: bool,
     pub auth: AuthConfig,
     pub rate_limits: RateLimitConfig,
@@ -340,10 +352,50 @@ impl Config {
         if !(1024..=64 * 1024 * 1024).contains(&max_message_bytes) {
             problems.push(format!("SOKO_MAX_MESSAGE_BYTES: {max_message_bytes} is outside 1024..=67108864"));
         }
+        // A 10 MiB photo plus the rest of the request and framing.
+        let max_upload_bytes: usize = parse_or(
+            &mut problems,
+            "SOKO_MAX_UPLOAD_BYTES",
+            var("SOKO_MAX_UPLOAD_BYTES"),
+            crate::embed::MAX_IMAGE_BYTES + 64 * 1024,
+        );
+        if !(1024..=64 * 1024 * 1024).contains(&max_upload_bytes) {
+            problems.push(format!("SOKO_MAX_UPLOAD_BYTES: {max_upload_bytes} is outside 1024..=67108864"));
+        }
+        // Raising the general limit past the upload one must not make search the stingy service.
+        let max_upload_bytes = max_upload_bytes.max(max_message_bytes);
         let embedding_dim: usize = parse_or(&mut problems, "SOKO_EMBEDDING_DIM", var("SOKO_EMBEDDING_DIM"), 768);
         if !(2..=4096).contains(&embedding_dim) {
             problems.push(format!("SOKO_EMBEDDING_DIM: {embedding_dim} is outside 2..=4096"));
         }
+        let embedder_timeout_ms: u64 =
+            parse_or(&mut problems, "SOKO_EMBEDDER_TIMEOUT_MS", var("SOKO_EMBEDDER_TIMEOUT_MS"), 3000);
+        if !(10..=60_000).contains(&embedder_timeout_ms) {
+            problems.push(format!("SOKO_EMBEDDER_TIMEOUT_MS: {embedder_timeout_ms} is outside 10..=60000"));
+        }
+        let embedder = match var("SOKO_EMBEDDER").as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("builtin") => EmbedderConfig::Builtin,
+            Some("remote") => match var("SOKO_EMBEDDER_URL") {
+                // Plain HTTP/2 only: this build has no TLS client, so an https URL would fail at
+                // the first search instead of here.
+                Some(url) if url.starts_with("http://") && url.parse::<http::Uri>().is_ok() => EmbedderConfig::Remote {
+                    url: RedactedUrl(url),
+                    timeout: Duration::from_millis(embedder_timeout_ms),
+                },
+                Some(_) => {
+                    problems.push("SOKO_EMBEDDER_URL: must be an http:// URL like http://embedder:50052".into());
+                    EmbedderConfig::Builtin
+                }
+                None => {
+                    problems.push("SOKO_EMBEDDER_URL: is required when SOKO_EMBEDDER=remote".into());
+                    EmbedderConfig::Builtin
+                }
+            },
+            Some(other) => {
+                problems.push(format!("SOKO_EMBEDDER: `{other}` is not one of builtin, remote"));
+                EmbedderConfig::Builtin
+            }
+        };
         let migrate_on_start = parse_or(&mut problems, "SOKO_MIGRATE_ON_START", var("SOKO_MIGRATE_ON_START"), true);
 
         let (jwt_secret, jwt_secret_generated) = match var("JWT_SECRET") {
@@ -527,7 +579,9 @@ impl Config {
             db_checkout_timeout: Duration::from_millis(checkout_ms),
             shutdown_timeout: Duration::from_secs(shutdown_secs),
             max_message_bytes,
+            max_upload_bytes,
             embedding_dim,
+            embedder,
             migrate_on_start,
             auth,
             rate_limits,
@@ -594,6 +648,31 @@ mod tests {
         assert_eq!(c.env, Environment::Development);
         assert_eq!(c.log_format, LogFormat::Pretty);
         assert_eq!(c.db_checkout_timeout, Duration::from_millis(250));
+        assert_eq!(c.embedder, EmbedderConfig::Builtin);
+        assert_eq!(c.max_upload_bytes, 10 * 1024 * 1024 + 64 * 1024);
+    }
+
+    #[test]
+    fn a_remote_embedder_needs_a_plain_http_url() {
+        let c = config(&[("SOKO_EMBEDDER", "remote"), ("SOKO_EMBEDDER_URL", "http://embedder:50052")]).unwrap();
+        assert_eq!(
+            c.embedder,
+            EmbedderConfig::Remote {
+                url: RedactedUrl("http://embedder:50052".into()),
+                timeout: Duration::from_millis(3000)
+            }
+        );
+        for (vars, key) in [
+            (vec![("SOKO_EMBEDDER", "remote")], "SOKO_EMBEDDER_URL"),
+            (vec![("SOKO_EMBEDDER", "remote"), ("SOKO_EMBEDDER_URL", "https://embedder")], "SOKO_EMBEDDER_URL"),
+            (vec![("SOKO_EMBEDDER", "remote"), ("SOKO_EMBEDDER_URL", "embedder:50052")], "SOKO_EMBEDDER_URL"),
+            (vec![("SOKO_EMBEDDER", "clip")], "SOKO_EMBEDDER"),
+            (vec![("SOKO_EMBEDDER_TIMEOUT_MS", "0")], "SOKO_EMBEDDER_TIMEOUT_MS"),
+            (vec![("SOKO_MAX_UPLOAD_BYTES", "1")], "SOKO_MAX_UPLOAD_BYTES"),
+        ] {
+            let err = config(&vars).unwrap_err();
+            assert!(err.0.len() == 1 && err.0[0].starts_with(key), "{vars:?}: {err}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod api;
 pub mod configuration;
 pub mod demo;
 pub mod domain;
+pub mod embed;
 pub mod middleware;
 pub mod ops;
 pub mod policy;

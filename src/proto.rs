@@ -22,6 +22,12 @@ pub mod soko {
             tonic::include_proto!("soko.admin.v1");
         }
     }
+    /// The image-embedding model server Soko calls (not a service Soko serves).
+    pub mod embedder {
+        pub mod v1 {
+            tonic::include_proto!("soko.embedder.v1");
+        }
+    }
 }
 
 pub mod grpc {

@@ -119,6 +119,9 @@ impl Application {
             HealthState::new([api::CATALOG_SERVICE, api::SEARCH_SERVICE, api::AUTH_SERVICE, api::ADMIN_SERVICE]);
         let catalog = Catalog::new(db.clone(), config.embedding_dim);
         let search = SearchEngine::new(db.clone(), config.embedding_dim, config.hnsw, config.snapshots.clone());
+        let embedder = crate::embed::from_config(&config.embedder, config.embedding_dim)
+            .context("setting up the image embedder")?;
+        tracing::info!(embedder = embedder.name(), dim = embedder.dim(), "image embedder configured");
         let audit = Audit::new(db.clone());
         let accounts = accounts(&config, &db);
         let api_keys = ApiKeys::new(db.clone());
@@ -174,8 +177,9 @@ impl Application {
             .add_service(AuthServiceServer::new(AuthApi::new(accounts.clone())))
             .add_service(AdminServiceServer::new(AdminApi::new(accounts.clone(), api_keys, audit)))
             .add_service(
-                SearchServiceServer::new(SearchApi::new(search.clone()))
-                    .max_decoding_message_size(config.max_message_bytes)
+                // SearchByImage carries a photo of up to 10 MiB: this service alone takes uploads.
+                SearchServiceServer::new(SearchApi::new(search.clone(), embedder))
+                    .max_decoding_message_size(config.max_upload_bytes)
                     .accept_compressed(CompressionEncoding::Gzip)
                     .send_compressed(CompressionEncoding::Gzip),
             )

@@ -13,7 +13,7 @@ use soko::proto::{
     grpc::health::v1::{
         HealthCheckRequest, HealthListRequest, health_check_response::ServingStatus, health_client::HealthClient,
     },
-    soko::search::v1::{SearchByImageRequest, search_service_client::SearchServiceClient},
+    soko::admin::v1::GetSyncStatusRequest,
 };
 use tonic::Code;
 
@@ -74,8 +74,8 @@ async fn health_watch_streams_service_unknown_without_ending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unimplemented_services_answer_unimplemented() {
     let app = spawn_app(Backend::Sqlite).await;
-    let mut search = SearchServiceClient::new(app.channel.clone());
-    let err = search.search_by_image(SearchByImageRequest::default()).await.unwrap_err();
+    let mut admin = app.admin_as(Some(&app.admin_token));
+    let err = admin.get_sync_status(GetSyncStatusRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
 }
 

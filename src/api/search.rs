@@ -7,17 +7,19 @@ use tonic::{Request, Response, Status};
 use super::catalog::{filter_input, product_to_proto};
 use crate::{
     domain::Error,
+    embed::Embedder,
     proto::soko::search::v1::{self as pb, search_service_server::SearchService},
-    search::{SearchEngine, SearchRequest, SearchSort, VectorRequest},
+    search::{ImageRequest, SearchEngine, SearchRequest, SearchSort, VectorRequest},
 };
 
 pub struct SearchApi {
     engine: Arc<SearchEngine>,
+    embedder: Arc<dyn Embedder>,
 }
 
 impl SearchApi {
-    pub fn new(engine: Arc<SearchEngine>) -> Self {
-        Self { engine }
+    pub fn new(engine: Arc<SearchEngine>, embedder: Arc<dyn Embedder>) -> Self {
+        Self { engine, embedder }
     }
 }
 
@@ -94,10 +96,6 @@ fn results(
         .collect()
 }
 
-fn not_yet(method: &str) -> Status {
-    Status::unimplemented(format!("SearchService.{method} is not available yet"))
-}
-
 #[tonic::async_trait]
 impl SearchService for SearchApi {
     async fn search_products(
@@ -150,9 +148,18 @@ impl SearchService for SearchApi {
 
     async fn search_by_image(
         &self,
-        _: Request<pb::SearchByImageRequest>,
+        request: Request<pb::SearchByImageRequest>,
     ) -> Result<Response<pb::SearchByImageResponse>, Status> {
-        Err(not_yet("SearchByImage"))
+        let r = request.into_inner();
+        check_mask(r.read_mask.as_ref())?;
+        let hits = self
+            .engine
+            .search_by_image(
+                self.embedder.as_ref(),
+                ImageRequest { image: r.image, top_k: r.top_k, filter: filter_input(r.filter.unwrap_or_default()) },
+            )
+            .await?;
+        Ok(Response::new(pb::SearchByImageResponse { results: results(hits, r.read_mask.as_ref()) }))
     }
 
     async fn similar_products(

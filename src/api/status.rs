@@ -71,6 +71,20 @@ impl From<Error> for Status {
                     details,
                 )
             }
+            Error::DependencyUnavailable { dependency, source } => {
+                tracing::warn!(dependency, error = format!("{source:#}"), "dependency unavailable");
+                let mut details = ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1)));
+                details.set_error_info(
+                    "DEPENDENCY_UNAVAILABLE",
+                    ERROR_DOMAIN,
+                    [("dependency".into(), dependency.into())],
+                );
+                Status::with_error_details(
+                    Code::Unavailable,
+                    format!("the {dependency} is temporarily unavailable; retry with backoff"),
+                    details,
+                )
+            }
             Error::Unexpected(source) => {
                 tracing::error!(error = ?source, "unexpected error");
                 let details = ErrorDetails::with_error_info("INTERNAL", ERROR_DOMAIN, []);

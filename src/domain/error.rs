@@ -34,6 +34,14 @@ pub enum Error {
     /// A dependency other than storage is saturated or down; retry later.
     #[error("{0}")]
     Busy(&'static str),
+    /// A dependency other than storage failed; the caller may retry later. The source is logged,
+    /// never shown.
+    #[error("{dependency} unavailable")]
+    DependencyUnavailable {
+        dependency: &'static str,
+        #[source]
+        source: anyhow::Error,
+    },
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

@@ -2,6 +2,7 @@
 //! order, so every replica converges on the database: a product written through any replica
 //! appears here within one poll interval.
 
+mod by_image;
 mod cache;
 pub mod distance;
 mod graph;
@@ -9,6 +10,8 @@ pub mod snapshot;
 pub mod synthetic;
 pub mod text;
 pub mod vector;
+
+pub use by_image::ImageRequest;
 
 use std::{
     collections::BTreeSet,
