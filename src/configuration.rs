@@ -561,6 +561,7 @@ impl Config {
         let snapshots = (snapshot_secs > 0).then(|| crate::search::snapshot::SnapshotConfig {
             dir: var("SOKO_SNAPSHOT_DIR").map(PathBuf::from).unwrap_or_else(|| data_dir.join("search-snapshot")),
             interval: Duration::from_secs(snapshot_secs),
+            source: format!("{database:?}"),
         });
 
         if !problems.is_empty() {

@@ -28,7 +28,9 @@ impl Metric {
     #[inline]
     pub fn distance(self, a: &[f32], b: &[f32]) -> f32 {
         match self {
-            Self::Cosine => 1.0 - dot(a, b),
+            // Two unit vectors rounded to f32 can have a dot product a hair above 1; hnsw_rs
+            // asserts distances are never negative.
+            Self::Cosine => (1.0 - dot(a, b)).max(0.0),
             Self::L2 => l2_squared(a, b),
         }
     }

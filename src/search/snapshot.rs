@@ -32,6 +32,10 @@ const META: &str = "meta.json";
 pub struct SnapshotConfig {
     pub dir: PathBuf,
     pub interval: Duration,
+    /// Which database the index mirrors (its redacted URL). A snapshot of another database —
+    /// a data directory reused against a new `DATABASE_URL` — would carry a watermark from a
+    /// different outbox, so it is refused.
+    pub source: String,
 }
 
 /// What a snapshot restores: the index and the follower's position in the outbox.
@@ -48,6 +52,8 @@ struct Meta {
     metric: String,
     m: usize,
     ef_construction: usize,
+    /// SHA-256 of [`SnapshotConfig::source`].
+    source: String,
     watermark: i64,
     applied_above: Vec<i64>,
     /// File name → hex SHA-256.
@@ -56,6 +62,10 @@ struct Meta {
 
 fn metric_name(params: &HnswParams) -> String {
     format!("{:?}", params.metric).to_ascii_lowercase()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn sha256_file(path: &Path) -> std::io::Result<String> {
@@ -103,6 +113,7 @@ pub fn write(
             metric: metric_name(&params),
             m: params.m,
             ef_construction: params.ef_construction,
+            source: sha256_hex(config.source.as_bytes()),
             watermark,
             applied_above: applied_above.to_vec(),
             files,
@@ -170,6 +181,9 @@ pub fn load(config: &SnapshotConfig, dim: usize, params: HnswParams) -> Result<R
             "format/dim/metric/M/ef_construction {found:?}, configured {expected:?}"
         )));
     }
+    if meta.source != sha256_hex(config.source.as_bytes()) {
+        return Err(LoadError::Settings("taken from another database".into()));
+    }
     for (file, digest) in &meta.files {
         if file.contains(['/', '\\']) {
             return Err(LoadError::Corrupt(format!("meta lists {file:?}")));
@@ -189,7 +203,7 @@ mod tests {
     use crate::{domain::product::ProductId, search::synthetic::Mixture};
 
     fn config(dir: &Path) -> SnapshotConfig {
-        SnapshotConfig { dir: dir.to_path_buf(), interval: Duration::from_secs(60) }
+        SnapshotConfig { dir: dir.to_path_buf(), interval: Duration::from_secs(60), source: "sqlite:a.db".into() }
     }
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -241,6 +255,8 @@ mod tests {
         let other = HnswParams { m: 16, ..HnswParams::default() };
         assert!(matches!(load(&config(&dir), 16, other), Err(LoadError::Settings(_))));
         assert!(matches!(load(&config(&dir), 8, HnswParams::default()), Err(LoadError::Settings(_))));
+        let elsewhere = SnapshotConfig { source: "postgres://db/other".into(), ..config(&dir) };
+        assert!(matches!(load(&elsewhere, 16, HnswParams::default()), Err(LoadError::Settings(_))));
 
         // Flip one byte of the graph: the digest catches it before hnsw_rs reads it.
         let graph = second.join("graph.hnsw.graph");
