@@ -21,14 +21,14 @@ use std::{
 use soko::{
     domain::product::ProductId,
     search::{
-        distance,
+        distance, snapshot,
         synthetic::Mixture,
         vector::{HnswParams, VectorIndex},
     },
 };
 
 const K: usize = 10;
-const EFS: [usize; 10] = [16, 24, 32, 48, 64, 96, 128, 192, 256, 384];
+const EFS: [usize; 12] = [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768];
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -163,10 +163,29 @@ fn main() {
         ours.push(point);
     }
 
+    // Cold start: write a snapshot the way the server does, then time loading it.
+    let config = snapshot::SnapshotConfig {
+        dir: dir.join("snapshot"),
+        interval: Duration::from_secs(60),
+        source: "bench".into(),
+    };
+    let _ = std::fs::remove_dir_all(&config.dir);
+    let started = Instant::now();
+    snapshot::write(&config, &index, 1, &[]).expect("write snapshot");
+    let write_secs = started.elapsed().as_secs_f64();
+    drop(index);
+    let started = Instant::now();
+    let restored = snapshot::load(&config, dim, params).expect("load snapshot");
+    println!(
+        "snapshot: written in {write_secs:.1} s, loaded (digest check, graph, flat copy) in {:.1} s, {} points",
+        started.elapsed().as_secs_f64(),
+        restored.index.points()
+    );
+    drop(restored);
+
     if std::env::var("SOKO_BENCH_PEER").as_deref() == Ok("0") {
         return;
     }
-    drop(index);
     let efs = EFS.map(|e| e.to_string()).join(",");
     let output = Command::new("python3")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/hnswlib_peer.py"))

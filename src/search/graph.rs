@@ -65,6 +65,8 @@ impl UpperLayer {
 /// One node's links on each of its layers (layer 0 first), as handed over by hnsw_rs.
 pub struct NodeLinks {
     pub node: u32,
+    /// The highest layer the node is on.
+    pub level: u8,
     pub layers: Vec<Vec<u32>>,
 }
 
@@ -78,12 +80,22 @@ impl FlatGraph {
     ) -> Self {
         let width0 = width * 2;
         let mut links0 = vec![NO_LINK; len * width0];
+        let nodes: Vec<NodeLinks> = nodes.into_iter().filter(|n| (n.node as usize) < len).collect();
+        let mut levels = vec![0u8; len];
+        for n in &nodes {
+            levels[n.node as usize] = n.level;
+        }
         let mut upper_rows: Vec<Vec<(u32, Vec<u32>)>> = Vec::new();
-        for NodeLinks { node, layers } in nodes {
-            let Some(base) = (node as usize).checked_mul(width0).filter(|b| b + width0 <= links0.len()) else {
-                continue;
-            };
-            for (layer, links) in layers.into_iter().enumerate() {
+        for NodeLinks { node, level, layers } in nodes {
+            let base = node as usize * width0;
+            // hnsw_rs also records, on layers above a node's own, the entry point its insertion
+            // passed through (and links back to it): those are not graph edges on that layer, and
+            // a descent that follows them ends far from the query.
+            for (layer, links) in layers.into_iter().enumerate().take(usize::from(level) + 1) {
+                let links: Vec<u32> = links
+                    .into_iter()
+                    .filter(|l| levels.get(*l as usize).is_some_and(|lv| usize::from(*lv) >= layer))
+                    .collect();
                 if layer == 0 {
                     for (slot, link) in links.into_iter().take(width0).enumerate() {
                         links0[base + slot] = link;

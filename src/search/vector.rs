@@ -190,7 +190,7 @@ impl VectorIndex {
                     .into_iter()
                     .map(|links| links.into_iter().map(|n| n.d_id as u32).collect())
                     .collect();
-                NodeLinks { node, layers }
+                NodeLinks { node, level, layers }
             })
             .collect();
         FlatGraph::from_nodes(self.points.len(), self.params.m, entry.map(|(_, node)| node), nodes)
