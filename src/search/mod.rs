@@ -3,7 +3,7 @@
 //! appears here within one poll interval.
 
 mod by_image;
-mod cache;
+pub mod cache;
 pub mod distance;
 mod graph;
 pub mod snapshot;
@@ -19,6 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use cache::{Cached, Key, KeyBuilder, SearchCache};
 use snapshot::SnapshotConfig;
 use text::{Hit, TextIndex};
 use vector::{HnswParams, VectorHit, VectorIndex};
@@ -112,7 +113,13 @@ pub struct SearchRequest {
 /// The search index and the state of its outbox follower.
 pub struct SearchEngine {
     db: Db,
-    text_results: cache::ResultCache<(Vec<Hit>, Option<String>)>,
+    cache: SearchCache,
+    /// Digest of the outbox position the index has reached (the watermark and the ids applied
+    /// above it), published after the index changes: part of every cache key.
+    position: std::sync::Mutex<[u8; 32]>,
+    /// Digest of the settings that shape results, so replicas configured differently never
+    /// share cache entries.
+    salt: [u8; 32],
     text: RwLock<TextIndex>,
     vectors: RwLock<VectorIndex>,
     follow: tokio::sync::Mutex<FollowState>,
@@ -135,10 +142,18 @@ struct FollowState {
 }
 
 impl SearchEngine {
-    pub fn new(db: Db, dim: usize, params: HnswParams, snapshots: Option<SnapshotConfig>) -> Arc<Self> {
+    pub fn new(
+        db: Db,
+        dim: usize,
+        params: HnswParams,
+        snapshots: Option<SnapshotConfig>,
+        cache: SearchCache,
+    ) -> Arc<Self> {
         Arc::new(Self {
             db,
-            text_results: cache::ResultCache::default(),
+            cache,
+            position: std::sync::Mutex::new(position_digest(&FollowState::default())),
+            salt: cache::digest(format!("dim={dim}|{params:?}|rrf={RRF_K},{RRF_DEPTH}").as_bytes()),
             text: RwLock::new(TextIndex::default()),
             vectors: RwLock::new(VectorIndex::new(dim, params, 10_000)),
             follow: tokio::sync::Mutex::new(FollowState::default()),
@@ -191,12 +206,15 @@ impl SearchEngine {
                 }
             }
             if !fresh.is_empty() {
-                self.text_results.invalidate();
+                self.cache.invalidate();
             }
             applied += fresh.len();
             state.unsnapshotted += fresh.len();
             state.applied_above.extend(fresh.iter().map(|e| e.id));
             advance(&mut state);
+            // Only after the index holds these events: a key naming this position is then never
+            // computed from an index that lacks them.
+            *self.position.lock().expect("position lock") = position_digest(&state);
             if (events.len() as i64) < BATCH || fresh.is_empty() {
                 self.refresh_graph();
                 return Ok(applied);
@@ -324,7 +342,7 @@ impl SearchEngine {
     }
 
     /// Full-text search: one page of active products matching the query and filter.
-    pub fn search(&self, request: &SearchRequest) -> Result<(Vec<Hit>, Option<String>), Error> {
+    pub async fn search(&self, request: &SearchRequest) -> Result<(Vec<Hit>, Option<String>), Error> {
         self.require_ready()?;
         let mut v = Violations::default();
         let query = request.query.trim();
@@ -346,11 +364,13 @@ impl SearchEngine {
                 usize::try_from(offset).map_err(|_| Error::invalid("page_token", "is not valid"))?
             }
         };
-        let key = format!("{scope}|{offset}|{limit}");
-        if let Some(cached) = self.text_results.get(&key) {
+        let key = text_key(self.key("search"), &scope, offset, limit);
+        let hydrate =
+            |c: &Cached| Some((self.products(&c.hits, |product, score| Hit { product, score })?, c.next.clone()));
+        if let Some(cached) = self.cache.get(&key, hydrate).await {
             return Ok(cached);
         }
-        let generation = self.text_results.generation();
+        let generation = self.cache.generation();
         let mut hits = self.text.read().expect("index lock").search(query, &filter);
         match sort {
             SearchSort::Relevance => {}
@@ -365,14 +385,15 @@ impl SearchEngine {
         let total = hits.len();
         let page: Vec<Hit> = hits.into_iter().skip(offset).take(limit).collect();
         let next = (offset + page.len() < total).then(|| listing::encode_cursor(&scope, (offset + limit) as i64, ""));
-        self.text_results.put(key, generation, (page.clone(), next.clone()));
+        let cached = Cached { hits: page.iter().map(|h| (h.product.id, h.score)).collect(), next: next.clone() };
+        self.cache.put(key, generation, cached).await;
         Ok((page, next))
     }
 }
 
 impl SearchEngine {
     /// The `top_k` active products most similar to a query vector, best first.
-    pub fn search_by_vector(&self, request: &VectorRequest) -> Result<Vec<(Product, f32)>, Error> {
+    pub async fn search_by_vector(&self, request: &VectorRequest) -> Result<Vec<(Product, f32)>, Error> {
         self.require_ready()?;
         let dim = self.vectors.read().expect("index lock").dim();
         let mut v = Violations::default();
@@ -380,11 +401,12 @@ impl SearchEngine {
         let k = parse_top_k(&mut v, request.top_k);
         let filter = parse_filter(&mut v, &request.filter);
         v.finish()?;
-        Ok(self.nearest(&request.vector, k, &filter, None))
+        let key = vector_key(self.key("vector"), &request.vector, k, &filter);
+        self.cached(key, || self.nearest(&request.vector, k, &filter, None)).await
     }
 
     /// Products that look like `product_id` (by embedding), never including it.
-    pub fn similar_products(
+    pub async fn similar_products(
         &self,
         product_id: &str,
         top_k: i32,
@@ -406,12 +428,15 @@ impl SearchEngine {
             vectors.vector(id)
         };
         let query = query.ok_or_else(|| Error::FailedPrecondition("the product has no embedding".into()))?;
-        Ok(self.nearest(&query, k, &filter, Some(id)))
+        // The product's own embedding is in the key too: its position in the index already
+        // changes with every write, this makes the key say what was searched.
+        let key = vector_key(self.key("similar").part(id.0.as_bytes()), &query, k, &filter);
+        self.cached(key, || self.nearest(&query, k, &filter, Some(id))).await
     }
 
     /// Text and vector results fused by reciprocal-rank fusion: each list contributes
     /// `1 / (RRF_K + rank)` per product, so neither score scale dominates the other.
-    pub fn hybrid(&self, query: &str, request: &VectorRequest) -> Result<Vec<(Product, f32)>, Error> {
+    pub async fn hybrid(&self, query: &str, request: &VectorRequest) -> Result<Vec<(Product, f32)>, Error> {
         self.require_ready()?;
         let dim = self.vectors.read().expect("index lock").dim();
         let mut v = Violations::default();
@@ -424,17 +449,22 @@ impl SearchEngine {
         let k = parse_top_k(&mut v, request.top_k);
         let filter = parse_filter(&mut v, &request.filter);
         v.finish()?;
+        let key = vector_key(self.key("hybrid").part(query.as_bytes()), &request.vector, k, &filter);
+        self.cached(key, || self.fuse(query, &request.vector, k, &filter)).await
+    }
+
+    fn fuse(&self, query: &str, vector: &[f32], k: usize, filter: &ProductFilter) -> Vec<(Product, f32)> {
         let text_hits: Vec<Product> = self
             .text
             .read()
             .expect("index lock")
-            .search(query, &filter)
+            .search(query, filter)
             .into_iter()
             .take(RRF_DEPTH)
             .map(|h| h.product)
             .collect();
         let vector_hits: Vec<Product> =
-            self.nearest(&request.vector, RRF_DEPTH, &filter, None).into_iter().map(|(p, _)| p).collect();
+            self.nearest(vector, RRF_DEPTH, filter, None).into_iter().map(|(p, _)| p).collect();
         let mut fused: std::collections::HashMap<ProductId, (f32, Product)> = std::collections::HashMap::new();
         for list in [text_hits, vector_hits] {
             for (rank, product) in list.into_iter().enumerate() {
@@ -445,7 +475,40 @@ impl SearchEngine {
         let mut fused: Vec<(Product, f32)> = fused.into_values().map(|(score, p)| (p, score)).collect();
         fused.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.id.cmp(&b.0.id)));
         fused.truncate(k);
-        Ok(fused)
+        fused
+    }
+
+    /// A cached result for `key`, or `compute`'s, cached.
+    async fn cached(
+        &self,
+        key: Key,
+        compute: impl FnOnce() -> Vec<(Product, f32)>,
+    ) -> Result<Vec<(Product, f32)>, Error> {
+        if let Some(hits) = self.cache.get(&key, |c| self.products(&c.hits, |p, score| (p, score))).await {
+            return Ok(hits);
+        }
+        let generation = self.cache.generation();
+        let hits = compute();
+        let cached = Cached { hits: hits.iter().map(|(p, score)| (p.id, *score)).collect(), next: None };
+        self.cache.put(key, generation, cached).await;
+        Ok(hits)
+    }
+
+    /// The indexed products a cached entry names, as they are now; `None` when one is missing
+    /// (the entry came from a replica ahead of this one, or the product has gone).
+    fn products<T>(&self, hits: &[(ProductId, f32)], make: impl Fn(Product, f32) -> T) -> Option<Vec<T>> {
+        let text = self.text.read().expect("index lock");
+        hits.iter().map(|(id, score)| text.get(*id).map(|p| make(p.clone(), *score))).collect()
+    }
+
+    /// A cache key for `rpc` at the index's current position.
+    fn key(&self, rpc: &str) -> KeyBuilder {
+        let position = *self.position.lock().expect("position lock");
+        KeyBuilder::new(&self.salt, &position, rpc)
+    }
+
+    pub fn cache_health(&self) -> cache::CacheHealth {
+        self.cache.health()
     }
 
     fn nearest(
@@ -479,6 +542,25 @@ impl SearchEngine {
     }
 }
 
+/// The cache-key part of a text search page: its scope (query, filter, sort) and the page.
+fn text_key(key: KeyBuilder, scope: &str, offset: usize, limit: usize) -> Key {
+    key.part(scope.as_bytes()).part(&(offset as u64).to_le_bytes()).part(&(limit as u64).to_le_bytes()).finish()
+}
+
+/// The cache-key part of a vector query: the vector's exact bits, `k` and the filter.
+fn vector_key(key: KeyBuilder, vector: &[f32], k: usize, filter: &ProductFilter) -> Key {
+    let bits: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+    key.part(&bits).part(&(k as u64).to_le_bytes()).part(format!("{filter:?}").as_bytes()).finish()
+}
+
+fn position_digest(state: &FollowState) -> [u8; 32] {
+    let ids: Vec<u8> = std::iter::once(state.watermark)
+        .chain(state.applied_above.iter().copied())
+        .flat_map(i64::to_le_bytes)
+        .collect();
+    cache::digest(&ids)
+}
+
 /// Moves the watermark over contiguous applied ids, and over a hole that has stayed open past
 /// [`GAP_TIMEOUT`] (a transaction that rolled back after taking its id).
 fn advance(state: &mut FollowState) {
@@ -503,6 +585,49 @@ fn advance(state: &mut FollowState) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn filter(category: &str, max_price: i64) -> ProductFilter {
+        let input = FilterInput { category_id: category.into(), max_price_minor: max_price, ..Default::default() };
+        let mut v = Violations::default();
+        let filter = parse_filter(&mut v, &input);
+        v.finish().expect("valid filter");
+        filter
+    }
+
+    fn at(position: i64) -> KeyBuilder {
+        let state = FollowState { watermark: position, ..Default::default() };
+        KeyBuilder::new(&[0; 32], &position_digest(&state), "vector")
+    }
+
+    #[test]
+    fn the_same_vector_query_has_the_same_key_and_any_difference_changes_it() {
+        let (v, shoes) = ([0.5, 0.25], filter("shoes", 0));
+        let key = || vector_key(at(7), &v, 10, &shoes);
+        assert_eq!(key(), key());
+        assert_ne!(key(), vector_key(at(7), &v, 10, &filter("hats", 0)), "category");
+        assert_ne!(key(), vector_key(at(7), &v, 10, &filter("shoes", 500)), "price bound");
+        assert_ne!(key(), vector_key(at(7), &v, 11, &shoes), "top_k");
+        assert_ne!(key(), vector_key(at(7), &[0.5, 0.250001], 10, &shoes), "vector");
+        assert_ne!(key(), vector_key(at(8), &v, 10, &shoes), "a catalog write moved the index on");
+    }
+
+    #[test]
+    fn text_pages_key_by_scope_and_page() {
+        let scope = |f: &ProductFilter| scope_digest(&format!("search|shoes|{f:?}|{:?}", SearchSort::Relevance));
+        let (shoes, hats) = (filter("shoes", 0), filter("hats", 0));
+        assert_eq!(text_key(at(3), &scope(&shoes), 0, 20), text_key(at(3), &scope(&shoes), 0, 20));
+        assert_ne!(text_key(at(3), &scope(&shoes), 0, 20), text_key(at(3), &scope(&hats), 0, 20));
+        assert_ne!(text_key(at(3), &scope(&shoes), 0, 20), text_key(at(3), &scope(&shoes), 20, 20));
+        assert_ne!(text_key(at(3), &scope(&shoes), 0, 20), text_key(at(3), &scope(&shoes), 0, 10));
+    }
+
+    #[test]
+    fn ids_applied_above_a_hole_are_part_of_the_position() {
+        let mut state = FollowState { watermark: 5, ..Default::default() };
+        let before = position_digest(&state);
+        state.applied_above.insert(7);
+        assert_ne!(position_digest(&state), before, "two replicas at watermark 5 may hold different events");
+    }
 
     #[test]
     fn the_watermark_waits_for_holes_then_skips_them() {
