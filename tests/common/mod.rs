@@ -266,6 +266,9 @@ pub fn test_config(database_url: &str, overrides: &[(&str, &str)]) -> Config {
         ("SOKO_RATE_LIMIT_ADMIN".into(), "1000000/min".into()),
         ("SOKO_RATE_LIMIT_API_KEY".into(), "1000000/min".into()),
         ("RUST_LOG".into(), std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into())),
+        // Every test server would share ./soko-data, and one would load another's snapshot (and
+        // its watermark) against a different database, missing that database's first products.
+        ("SOKO_SNAPSHOT_INTERVAL_SECS".into(), "0".into()),
     ];
     for (k, v) in overrides {
         vars.retain(|(key, _)| key != k);
