@@ -273,6 +273,9 @@ pub struct Config {
     pub hnsw: crate::search::vector::HnswParams,
     /// Vector index snapshots; `None` when SOKO_SNAPSHOT_INTERVAL_SECS is 0.
     pub snapshots: Option<crate::search::snapshot::SnapshotConfig>,
+    /// How long a search result stays cached (in Redis when `REDIS_URL` is set, in this process
+    /// otherwise); zero turns the cache off.
+    pub search_cache_ttl: Duration,
 }
 
 /// All the problems found in the environment, one per line.
@@ -564,6 +567,12 @@ impl Config {
             source: format!("{database:?}"),
         });
 
+        let search_cache_secs: u64 =
+            parse_or(&mut problems, "SOKO_SEARCH_CACHE_TTL_SECS", var("SOKO_SEARCH_CACHE_TTL_SECS"), 3600);
+        if search_cache_secs > 7 * 24 * 3600 {
+            problems.push(format!("SOKO_SEARCH_CACHE_TTL_SECS: {search_cache_secs} is more than a week"));
+        }
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -589,6 +598,7 @@ impl Config {
             limits,
             hnsw,
             snapshots,
+            search_cache_ttl: Duration::from_secs(search_cache_secs),
         })
     }
 }

@@ -10,6 +10,7 @@ pub mod ops;
 pub mod policy;
 pub mod proto;
 pub mod ratelimit;
+pub mod redis_link;
 pub mod search;
 pub mod security;
 pub mod startup;

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::{
     api::health::HealthState, proto::grpc::health::v1::health_check_response::ServingStatus, ratelimit::RateLimiter,
-    store::Db,
+    search::SearchEngine, store::Db,
 };
 
 #[derive(Clone)]
@@ -16,14 +16,15 @@ struct Ops {
     health: HealthState,
     db: Db,
     limiter: Arc<RateLimiter>,
+    search: Arc<SearchEngine>,
 }
 
-pub fn router(health: HealthState, db: Db, limiter: Arc<RateLimiter>) -> Router {
+pub fn router(health: HealthState, db: Db, limiter: Arc<RateLimiter>, search: Arc<SearchEngine>) -> Router {
     Router::new()
         .route("/health", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(Ops { health, db, limiter })
+        .with_state(Ops { health, db, limiter, search })
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -62,12 +63,24 @@ async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
         "backend": if limiter.degraded { "local (redis failing)" } else { limiter.configured.as_str() },
         "degraded": limiter.degraded,
     });
+    // Likewise a failing Redis only narrows the search cache to this process.
+    let cache = ops.search.cache_health();
+    let search_cache = json!({
+        "ok": !cache.degraded,
+        "backend": match (cache.enabled, cache.shared, cache.degraded) {
+            (false, _, _) => "off",
+            (true, false, _) => "local",
+            (true, true, false) => "redis",
+            (true, true, true) => "local (redis failing)",
+        },
+        "degraded": cache.degraded,
+    });
     let ok = serving && db_ok;
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if ok { "ready" } else { "not ready" },
         "serving": serving,
-        "checks": { "database": database, "rate_limiter": rate_limiter },
+        "checks": { "database": database, "rate_limiter": rate_limiter, "search_cache": search_cache },
     });
     (code, Json(body))
 }

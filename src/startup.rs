@@ -39,7 +39,11 @@ use crate::{
         grpc::health::v1::{health_check_response::ServingStatus, health_server::HealthServer},
     },
     ratelimit::RateLimiter,
-    search::SearchEngine,
+    redis_link::RedisLink,
+    search::{
+        SearchEngine,
+        cache::{SearchCache, Shared},
+    },
     security::{jwt::TokenKeys, password::PasswordHasher},
     store::{Db, PoolSettings},
 };
@@ -118,7 +122,20 @@ impl Application {
         let health =
             HealthState::new([api::CATALOG_SERVICE, api::SEARCH_SERVICE, api::AUTH_SERVICE, api::ADMIN_SERVICE]);
         let catalog = Catalog::new(db.clone(), config.embedding_dim);
-        let search = SearchEngine::new(db.clone(), config.embedding_dim, config.hnsw, config.snapshots.clone());
+        // One Redis connection for everything shared across replicas (rate limits, search cache).
+        let redis = config
+            .rate_limits
+            .redis_url
+            .as_ref()
+            .map(|url| RedisLink::new(&url.0, config.rate_limits.redis_timeout).map(Arc::new))
+            .transpose()
+            .context("setting up Redis")?;
+        let search_cache = SearchCache::new(
+            config.search_cache_ttl,
+            redis.clone().map(|link| Shared { link, key_prefix: config.rate_limits.key_prefix.clone() }),
+        );
+        let search =
+            SearchEngine::new(db.clone(), config.embedding_dim, config.hnsw, config.snapshots.clone(), search_cache);
         let embedder = crate::embed::from_config(&config.embedder, config.embedding_dim)
             .context("setting up the image embedder")?;
         tracing::info!(embedder = embedder.name(), dim = embedder.dim(), "image embedder configured");
@@ -136,7 +153,7 @@ impl Application {
         };
         // Installed before anything registers a metric, or those handles would record nowhere.
         crate::telemetry::metrics();
-        let limiter = RateLimiter::new(&config.rate_limits).context("setting up the rate limiter")?;
+        let limiter = RateLimiter::new(redis);
         let rate_limit = RateLimit::new(limiter.clone(), config.rate_limits.clone());
         let authorize = Authorize { audit: audit.clone() };
 
@@ -189,8 +206,8 @@ impl Application {
         let mut grpc = tokio::spawn(grpc);
 
         let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
-        let ops =
-            axum::serve(ops_listener, ops::router(health.clone(), db.clone(), limiter)).with_graceful_shutdown(async {
+        let ops = axum::serve(ops_listener, ops::router(health.clone(), db.clone(), limiter, search.clone()))
+            .with_graceful_shutdown(async {
                 let _ = ops_stopped.await;
             });
         let ops = tokio::spawn(async move { ops.await });

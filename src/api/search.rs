@@ -112,13 +112,16 @@ impl SearchService for SearchApi {
             Ok(pb::SearchSort::Newest) => SearchSort::Newest,
             Err(_) => return Err(Error::invalid("sort", format!("unknown sort {}", r.sort)).into()),
         };
-        let (hits, next) = self.engine.search(&SearchRequest {
-            query: r.query,
-            filter: filter_input(filter),
-            sort: Some(sort),
-            page_size: r.page_size,
-            page_token: r.page_token,
-        })?;
+        let (hits, next) = self
+            .engine
+            .search(&SearchRequest {
+                query: r.query,
+                filter: filter_input(filter),
+                sort: Some(sort),
+                page_size: r.page_size,
+                page_token: r.page_token,
+            })
+            .await?;
         Ok(Response::new(pb::SearchProductsResponse {
             results: hits
                 .into_iter()
@@ -138,11 +141,14 @@ impl SearchService for SearchApi {
     ) -> Result<Response<pb::SearchByVectorResponse>, Status> {
         let r = request.into_inner();
         check_mask(r.read_mask.as_ref())?;
-        let hits = self.engine.search_by_vector(&VectorRequest {
-            vector: r.vector,
-            top_k: r.top_k,
-            filter: filter_input(r.filter.unwrap_or_default()),
-        })?;
+        let hits = self
+            .engine
+            .search_by_vector(&VectorRequest {
+                vector: r.vector,
+                top_k: r.top_k,
+                filter: filter_input(r.filter.unwrap_or_default()),
+            })
+            .await?;
         Ok(Response::new(pb::SearchByVectorResponse { results: results(hits, r.read_mask.as_ref()) }))
     }
 
@@ -169,7 +175,7 @@ impl SearchService for SearchApi {
         let r = request.into_inner();
         check_mask(r.read_mask.as_ref())?;
         let filter = filter_input(r.filter.unwrap_or_default());
-        let hits = self.engine.similar_products(&r.product_id, r.top_k, &filter)?;
+        let hits = self.engine.similar_products(&r.product_id, r.top_k, &filter).await?;
         Ok(Response::new(pb::SimilarProductsResponse { results: results(hits, r.read_mask.as_ref()) }))
     }
 
@@ -179,10 +185,13 @@ impl SearchService for SearchApi {
     ) -> Result<Response<pb::HybridSearchResponse>, Status> {
         let r = request.into_inner();
         check_mask(r.read_mask.as_ref())?;
-        let hits = self.engine.hybrid(
-            &r.query,
-            &VectorRequest { vector: r.vector, top_k: r.top_k, filter: filter_input(r.filter.unwrap_or_default()) },
-        )?;
+        let hits = self
+            .engine
+            .hybrid(
+                &r.query,
+                &VectorRequest { vector: r.vector, top_k: r.top_k, filter: filter_input(r.filter.unwrap_or_default()) },
+            )
+            .await?;
         Ok(Response::new(pb::HybridSearchResponse { results: results(hits, r.read_mask.as_ref()) }))
     }
 }

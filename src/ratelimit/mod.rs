@@ -8,16 +8,13 @@ mod local;
 mod redis;
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicI64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 pub use gcra::{BucketState, Rate};
 
-use crate::configuration::RateLimitConfig;
+use crate::redis_link::{Breaker, RedisLink};
 
 /// One bucket a call counts against.
 #[derive(Debug, Clone)]
@@ -62,29 +59,23 @@ pub struct LimiterHealth {
     pub degraded: bool,
 }
 
-/// After a Redis failure, decisions stay local this long before Redis is tried again.
-const REDIS_RETRY_AFTER: Duration = Duration::from_secs(1);
-
 pub struct RateLimiter {
     local: local::LocalStore,
     redis: Option<redis::RedisStore>,
-    degraded: AtomicBool,
-    /// Local-clock microseconds before which Redis is not tried.
-    redis_skip_until: AtomicI64,
+    /// Decisions stay local for a second after a Redis failure.
+    breaker: Breaker,
     epoch: Instant,
 }
 
 impl RateLimiter {
-    pub fn new(config: &RateLimitConfig) -> anyhow::Result<Arc<Self>> {
-        let redis =
-            config.redis_url.as_ref().map(|url| redis::RedisStore::new(&url.0, config.redis_timeout)).transpose()?;
-        Ok(Arc::new(Self {
+    /// Shared limits through `redis` when given, local ones otherwise.
+    pub fn new(redis: Option<Arc<RedisLink>>) -> Arc<Self> {
+        Arc::new(Self {
             local: local::LocalStore::default(),
-            redis,
-            degraded: AtomicBool::new(false),
-            redis_skip_until: AtomicI64::new(0),
+            redis: redis.map(redis::RedisStore::new),
+            breaker: Breaker::default(),
             epoch: Instant::now(),
-        }))
+        })
     }
 
     fn now_us(&self) -> i64 {
@@ -94,7 +85,7 @@ impl RateLimiter {
     pub fn health(&self) -> LimiterHealth {
         LimiterHealth {
             configured: if self.redis.is_some() { Backend::Redis } else { Backend::Local },
-            degraded: self.degraded.load(Ordering::Relaxed),
+            degraded: self.breaker.degraded(),
         }
     }
 
@@ -102,20 +93,18 @@ impl RateLimiter {
     /// then is it counted in each.
     pub async fn check(&self, buckets: &[Bucket]) -> Decision {
         if let Some(redis) = &self.redis
-            && self.now_us() >= self.redis_skip_until.load(Ordering::Relaxed)
+            && self.breaker.allows()
         {
             match redis.check(buckets).await {
                 Ok(states) => {
-                    if self.degraded.swap(false, Ordering::Relaxed) {
+                    if self.breaker.succeeded() {
                         tracing::info!("rate limiter: Redis is back; limits are shared again");
                         metrics::gauge!("soko_ratelimit_redis_degraded").set(0.0);
                     }
                     return combine(buckets, &states, Backend::Redis);
                 }
                 Err(e) => {
-                    self.redis_skip_until
-                        .store(self.now_us() + REDIS_RETRY_AFTER.as_micros() as i64, Ordering::Relaxed);
-                    if !self.degraded.swap(true, Ordering::Relaxed) {
+                    if self.breaker.failed() {
                         tracing::warn!(error = %e, "rate limiter: Redis failed; limiting locally until it returns");
                         metrics::gauge!("soko_ratelimit_redis_degraded").set(1.0);
                     }

@@ -2,14 +2,10 @@
 //! call's buckets, with Redis's clock so every replica agrees on time). Keys share a hash tag so
 //! the script also runs on Redis Cluster.
 
-use std::time::Duration;
-
-use std::sync::Mutex;
-
-use bb8_redis::RedisConnectionManager;
-use redis::aio::MultiplexedConnection;
+use std::sync::Arc;
 
 use super::{Bucket, BucketState, gcra};
+use crate::redis_link::{RedisError, RedisLink};
 
 /// KEYS: the buckets. ARGV: interval and burst per bucket, in order.
 /// Returns {allowed, now, tat_1 … tat_n}: the stored TATs after the decision.
@@ -39,64 +35,26 @@ return out
 ";
 
 pub struct RedisStore {
-    pool: bb8::Pool<RedisConnectionManager>,
-    /// One multiplexed connection shared by every call: Redis pipelines them on one socket, where
-    /// checking out a pooled connection per call would queue calls behind each other under load.
-    /// Replaced from the pool when it fails.
-    shared: Mutex<Option<MultiplexedConnection>>,
+    link: Arc<RedisLink>,
     script: redis::Script,
-    timeout: Duration,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RedisError {
-    #[error("Redis did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("Redis failed: {0}")]
-    Failed(String),
 }
 
 impl RedisStore {
-    pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let manager = RedisConnectionManager::new(url)?;
-        let pool = bb8::Pool::builder()
-            .max_size(2)
-            // A dead Redis must cost a call milliseconds, not bb8's default 30 s.
-            .connection_timeout(timeout)
-            .retry_connection(false)
-            .build_unchecked(manager);
-        Ok(Self { pool, shared: Mutex::new(None), script: redis::Script::new(SCRIPT), timeout })
+    pub fn new(link: Arc<RedisLink>) -> Self {
+        Self { link, script: redis::Script::new(SCRIPT) }
     }
 
     pub async fn check(&self, buckets: &[Bucket]) -> Result<Vec<BucketState>, RedisError> {
-        let run = async {
-            let cached = self.shared.lock().expect("redis connection lock").clone();
-            let mut conn = match cached {
-                Some(conn) => conn,
-                None => {
-                    let conn = self.pool.dedicated_connection().await.map_err(|e| RedisError::Failed(e.to_string()))?;
-                    *self.shared.lock().expect("redis connection lock") = Some(conn.clone());
-                    conn
+        let out = self
+            .link
+            .run(|mut conn| async move {
+                let mut invocation = self.script.prepare_invoke();
+                for bucket in buckets {
+                    invocation.key(&bucket.key).arg(bucket.rate.interval_us).arg(bucket.rate.burst);
                 }
-            };
-            let mut invocation = self.script.prepare_invoke();
-            for bucket in buckets {
-                invocation.key(&bucket.key).arg(bucket.rate.interval_us).arg(bucket.rate.burst);
-            }
-            invocation.invoke_async::<Vec<i64>>(&mut conn).await.map_err(|e| RedisError::Failed(e.to_string()))
-        };
-        // After a failure the connection may be dead or wedged: the next attempt starts afresh.
-        let out = match tokio::time::timeout(self.timeout, run).await {
-            Ok(Ok(out)) => out,
-            Ok(Err(e)) => {
-                self.shared.lock().expect("redis connection lock").take();
-                return Err(e);
-            }
-            Err(_) => {
-                self.shared.lock().expect("redis connection lock").take();
-                return Err(RedisError::Timeout(self.timeout));
-            }
-        };
+                invocation.invoke_async::<Vec<i64>>(&mut conn).await
+            })
+            .await?;
         let (allowed, now) = match out.as_slice() {
             [allowed, now, ..] if out.len() == buckets.len() + 2 => (*allowed == 1, *now),
             _ => {

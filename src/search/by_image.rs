@@ -48,6 +48,6 @@ impl SearchEngine {
             EmbedError::Unavailable(source) => Error::DependencyUnavailable { dependency: "image embedder", source },
             EmbedError::Internal(source) => Error::Unexpected(source),
         })?;
-        self.search_by_vector(&VectorRequest { vector, top_k: request.top_k, filter: request.filter })
+        self.search_by_vector(&VectorRequest { vector, top_k: request.top_k, filter: request.filter }).await
     }
 }

@@ -3,15 +3,18 @@
 //! appears here within one poll interval.
 
 mod by_image;
-mod cache;
+pub mod cache;
 pub mod distance;
 mod graph;
+mod query;
 pub mod snapshot;
 pub mod synthetic;
 pub mod text;
 pub mod vector;
 
 pub use by_image::ImageRequest;
+pub use query::{DEFAULT_TOP_K, MAX_TOP_K, QUERY_MAX_CHARS, SearchRequest, SearchSort, VectorRequest};
+use query::{RRF_DEPTH, RRF_K, parse_filter, parse_top_k};
 
 use std::{
     collections::BTreeSet,
@@ -19,17 +22,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use cache::SearchCache;
 use snapshot::SnapshotConfig;
-use text::{Hit, TextIndex};
-use vector::{HnswParams, VectorHit, VectorIndex};
+use text::TextIndex;
+use vector::{HnswParams, VectorIndex};
 
 use crate::{
-    domain::{
-        Error,
-        error::Violations,
-        listing::{self, FilterInput, ProductFilter, scope_digest},
-        product::{Product, ProductId, ProductStatus},
-    },
+    domain::product::{ProductId, ProductStatus},
     store::{Db, StoreError},
 };
 
@@ -40,79 +39,17 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// taken to be a rolled-back transaction and skipped.
 const GAP_TIMEOUT: Duration = Duration::from_secs(10);
 const BATCH: i64 = 500;
-pub const QUERY_MAX_CHARS: usize = 256;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SearchSort {
-    Relevance,
-    PriceAsc,
-    PriceDesc,
-    Newest,
-}
-
-/// A vector query as the client sent it.
-#[derive(Debug, Clone, Default)]
-pub struct VectorRequest {
-    pub vector: Vec<f32>,
-    pub top_k: i32,
-    pub filter: FilterInput,
-}
-
-/// Reciprocal-rank fusion constant (the value from the original RRF paper) and how many results
-/// of each list take part.
-const RRF_K: f32 = 60.0;
-const RRF_DEPTH: usize = 100;
-
-pub const DEFAULT_TOP_K: usize = 10;
-pub const MAX_TOP_K: usize = 100;
-
-/// Validates a filter; search only ever shows active products, so a status other than ACTIVE is
-/// refused rather than silently ignored.
-fn parse_filter(v: &mut Violations, input: &FilterInput) -> ProductFilter {
-    let mut filter = listing::parse_filter(v, input);
-    filter.status = match filter.status {
-        None | Some(ProductStatus::Active) => Some(ProductStatus::Active),
-        Some(_) => v.check("filter.status", Err("search covers active products only".into())),
-    };
-    filter
-}
-
-/// A query vector: exactly `dim` finite values, not all zero.
-fn check_vector(v: &mut Violations, vector: &[f32], dim: usize) {
-    let verdict = if vector.is_empty() {
-        Err(format!("is required ({dim} values)"))
-    } else if let Err(why) = crate::domain::product::parse_embedding(vector, dim) {
-        Err(why)
-    } else if vector::normalized(vector).is_none() {
-        Err("must not be all zeros".into())
-    } else {
-        Ok(())
-    };
-    v.check("vector", verdict);
-}
-
-fn parse_top_k(v: &mut Violations, top_k: i32) -> usize {
-    match top_k {
-        0 => DEFAULT_TOP_K,
-        k if (1..=MAX_TOP_K as i32).contains(&k) => k as usize,
-        _ => v.check("top_k", Err(format!("must be 1–{MAX_TOP_K} (0 means {DEFAULT_TOP_K})"))).unwrap_or(DEFAULT_TOP_K),
-    }
-}
-
-/// A search request as the client sent it.
-#[derive(Debug, Clone, Default)]
-pub struct SearchRequest {
-    pub query: String,
-    pub filter: FilterInput,
-    pub sort: Option<SearchSort>,
-    pub page_size: i32,
-    pub page_token: String,
-}
 
 /// The search index and the state of its outbox follower.
 pub struct SearchEngine {
     db: Db,
-    text_results: cache::ResultCache<(Vec<Hit>, Option<String>)>,
+    cache: SearchCache,
+    /// Digest of the outbox position the index has reached (the watermark and the ids applied
+    /// above it), published after the index changes: part of every cache key.
+    position: std::sync::Mutex<[u8; 32]>,
+    /// Digest of the settings that shape results, so replicas configured differently never
+    /// share cache entries.
+    salt: [u8; 32],
     text: RwLock<TextIndex>,
     vectors: RwLock<VectorIndex>,
     follow: tokio::sync::Mutex<FollowState>,
@@ -135,10 +72,18 @@ struct FollowState {
 }
 
 impl SearchEngine {
-    pub fn new(db: Db, dim: usize, params: HnswParams, snapshots: Option<SnapshotConfig>) -> Arc<Self> {
+    pub fn new(
+        db: Db,
+        dim: usize,
+        params: HnswParams,
+        snapshots: Option<SnapshotConfig>,
+        cache: SearchCache,
+    ) -> Arc<Self> {
         Arc::new(Self {
             db,
-            text_results: cache::ResultCache::default(),
+            cache,
+            position: std::sync::Mutex::new(position_digest(&FollowState::default())),
+            salt: cache::digest(format!("dim={dim}|{params:?}|rrf={RRF_K},{RRF_DEPTH}").as_bytes()),
             text: RwLock::new(TextIndex::default()),
             vectors: RwLock::new(VectorIndex::new(dim, params, 10_000)),
             follow: tokio::sync::Mutex::new(FollowState::default()),
@@ -191,12 +136,15 @@ impl SearchEngine {
                 }
             }
             if !fresh.is_empty() {
-                self.text_results.invalidate();
+                self.cache.invalidate();
             }
             applied += fresh.len();
             state.unsnapshotted += fresh.len();
             state.applied_above.extend(fresh.iter().map(|e| e.id));
             advance(&mut state);
+            // Only after the index holds these events: a key naming this position is then never
+            // computed from an index that lacks them.
+            *self.position.lock().expect("position lock") = position_digest(&state);
             if (events.len() as i64) < BATCH || fresh.is_empty() {
                 self.refresh_graph();
                 return Ok(applied);
@@ -322,161 +270,14 @@ impl SearchEngine {
             }
         }
     }
-
-    /// Full-text search: one page of active products matching the query and filter.
-    pub fn search(&self, request: &SearchRequest) -> Result<(Vec<Hit>, Option<String>), Error> {
-        self.require_ready()?;
-        let mut v = Violations::default();
-        let query = request.query.trim();
-        let chars = query.chars().count();
-        if chars == 0 || chars > QUERY_MAX_CHARS {
-            v.check::<()>("query", Err(format!("must have 1–{QUERY_MAX_CHARS} characters")));
-        }
-        let filter = parse_filter(&mut v, &request.filter);
-        let limit = v.check("page_size", listing::page_size(request.page_size));
-        v.finish()?;
-        let limit = limit.expect("checked above");
-        let sort = request.sort.unwrap_or(SearchSort::Relevance);
-        let scope = scope_digest(&format!("search|{query}|{filter:?}|{sort:?}"));
-        let offset = match request.page_token.as_str() {
-            "" => 0,
-            token => {
-                let (offset, _) =
-                    listing::decode_cursor(token, &scope).map_err(|why| Error::invalid("page_token", why))?;
-                usize::try_from(offset).map_err(|_| Error::invalid("page_token", "is not valid"))?
-            }
-        };
-        let key = format!("{scope}|{offset}|{limit}");
-        if let Some(cached) = self.text_results.get(&key) {
-            return Ok(cached);
-        }
-        let generation = self.text_results.generation();
-        let mut hits = self.text.read().expect("index lock").search(query, &filter);
-        match sort {
-            SearchSort::Relevance => {}
-            SearchSort::PriceAsc => hits.sort_by_key(|h| (h.product.price.amount_minor, h.product.id)),
-            SearchSort::PriceDesc => {
-                hits.sort_by_key(|h| (std::cmp::Reverse(h.product.price.amount_minor), std::cmp::Reverse(h.product.id)))
-            }
-            SearchSort::Newest => {
-                hits.sort_by_key(|h| (std::cmp::Reverse(h.product.created_at), std::cmp::Reverse(h.product.id)))
-            }
-        }
-        let total = hits.len();
-        let page: Vec<Hit> = hits.into_iter().skip(offset).take(limit).collect();
-        let next = (offset + page.len() < total).then(|| listing::encode_cursor(&scope, (offset + limit) as i64, ""));
-        self.text_results.put(key, generation, (page.clone(), next.clone()));
-        Ok((page, next))
-    }
 }
 
-impl SearchEngine {
-    /// The `top_k` active products most similar to a query vector, best first.
-    pub fn search_by_vector(&self, request: &VectorRequest) -> Result<Vec<(Product, f32)>, Error> {
-        self.require_ready()?;
-        let dim = self.vectors.read().expect("index lock").dim();
-        let mut v = Violations::default();
-        check_vector(&mut v, &request.vector, dim);
-        let k = parse_top_k(&mut v, request.top_k);
-        let filter = parse_filter(&mut v, &request.filter);
-        v.finish()?;
-        Ok(self.nearest(&request.vector, k, &filter, None))
-    }
-
-    /// Products that look like `product_id` (by embedding), never including it.
-    pub fn similar_products(
-        &self,
-        product_id: &str,
-        top_k: i32,
-        filter: &FilterInput,
-    ) -> Result<Vec<(Product, f32)>, Error> {
-        self.require_ready()?;
-        let mut v = Violations::default();
-        let id = v.check("product_id", product_id.parse::<ProductId>());
-        let k = parse_top_k(&mut v, top_k);
-        let filter = parse_filter(&mut v, filter);
-        v.finish()?;
-        let id = id.expect("checked above");
-        let query = {
-            let text = self.text.read().expect("index lock");
-            if text.get(id).is_none() {
-                return Err(Error::NotFound { resource: "product", id: id.to_string() });
-            }
-            let vectors = self.vectors.read().expect("index lock");
-            vectors.vector(id)
-        };
-        let query = query.ok_or_else(|| Error::FailedPrecondition("the product has no embedding".into()))?;
-        Ok(self.nearest(&query, k, &filter, Some(id)))
-    }
-
-    /// Text and vector results fused by reciprocal-rank fusion: each list contributes
-    /// `1 / (RRF_K + rank)` per product, so neither score scale dominates the other.
-    pub fn hybrid(&self, query: &str, request: &VectorRequest) -> Result<Vec<(Product, f32)>, Error> {
-        self.require_ready()?;
-        let dim = self.vectors.read().expect("index lock").dim();
-        let mut v = Violations::default();
-        let query = query.trim();
-        let chars = query.chars().count();
-        if chars == 0 || chars > QUERY_MAX_CHARS {
-            v.check::<()>("query", Err(format!("must have 1–{QUERY_MAX_CHARS} characters")));
-        }
-        check_vector(&mut v, &request.vector, dim);
-        let k = parse_top_k(&mut v, request.top_k);
-        let filter = parse_filter(&mut v, &request.filter);
-        v.finish()?;
-        let text_hits: Vec<Product> = self
-            .text
-            .read()
-            .expect("index lock")
-            .search(query, &filter)
-            .into_iter()
-            .take(RRF_DEPTH)
-            .map(|h| h.product)
-            .collect();
-        let vector_hits: Vec<Product> =
-            self.nearest(&request.vector, RRF_DEPTH, &filter, None).into_iter().map(|(p, _)| p).collect();
-        let mut fused: std::collections::HashMap<ProductId, (f32, Product)> = std::collections::HashMap::new();
-        for list in [text_hits, vector_hits] {
-            for (rank, product) in list.into_iter().enumerate() {
-                let contribution = 1.0 / (RRF_K + rank as f32 + 1.0);
-                fused.entry(product.id).or_insert((0.0, product)).0 += contribution;
-            }
-        }
-        let mut fused: Vec<(Product, f32)> = fused.into_values().map(|(score, p)| (p, score)).collect();
-        fused.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.id.cmp(&b.0.id)));
-        fused.truncate(k);
-        Ok(fused)
-    }
-
-    fn nearest(
-        &self,
-        query: &[f32],
-        k: usize,
-        filter: &ProductFilter,
-        exclude: Option<ProductId>,
-    ) -> Vec<(Product, f32)> {
-        let text = self.text.read().expect("index lock");
-        let vectors = self.vectors.read().expect("index lock");
-        // Only a filter beyond "active" can be selective; then its matches may be few enough to scan.
-        let narrowed = filter.category_id.is_some()
-            || filter.seller_id.is_some()
-            || filter.currency.is_some()
-            || filter.min_price_minor.is_some()
-            || filter.max_price_minor.is_some();
-        let candidates = narrowed.then(|| text.matching(filter));
-        let accept = |id: ProductId| Some(id) != exclude && text.get(id).is_some_and(|p| text::matches(filter, p));
-        let wanted = k + usize::from(exclude.is_some());
-        vectors
-            .search(query, wanted, accept, candidates.as_deref())
-            .into_iter()
-            .filter_map(|VectorHit { product, similarity }| text.get(product).map(|p| (p.clone(), similarity)))
-            .take(k)
-            .collect()
-    }
-
-    fn require_ready(&self) -> Result<(), Error> {
-        if self.is_ready() { Ok(()) } else { Err(Error::Busy("the search index is still loading; retry shortly")) }
-    }
+fn position_digest(state: &FollowState) -> [u8; 32] {
+    let ids: Vec<u8> = std::iter::once(state.watermark)
+        .chain(state.applied_above.iter().copied())
+        .flat_map(i64::to_le_bytes)
+        .collect();
+    cache::digest(&ids)
 }
 
 /// Moves the watermark over contiguous applied ids, and over a hole that has stayed open past
@@ -503,6 +304,14 @@ fn advance(state: &mut FollowState) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_applied_above_a_hole_are_part_of_the_position() {
+        let mut state = FollowState { watermark: 5, ..Default::default() };
+        let before = position_digest(&state);
+        state.applied_above.insert(7);
+        assert_ne!(position_digest(&state), before, "two replicas at watermark 5 may hold different events");
+    }
 
     #[test]
     fn the_watermark_waits_for_holes_then_skips_them() {

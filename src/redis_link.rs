@@ -1,0 +1,117 @@
+//! The one Redis connection a process keeps, shared by everything that uses Redis (the rate
+//! limiter, the search cache), and the breaker each user keeps so a failing Redis costs it one
+//! timeout a second rather than one per call.
+
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bb8_redis::RedisConnectionManager;
+use redis::aio::MultiplexedConnection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Redis failed: {0}")]
+    Failed(String),
+}
+
+pub struct RedisLink {
+    pool: bb8::Pool<RedisConnectionManager>,
+    /// One multiplexed connection shared by every call: Redis pipelines them on one socket, where
+    /// checking out a pooled connection per call would queue calls behind each other under load.
+    /// Replaced from the pool when it fails.
+    shared: Mutex<Option<MultiplexedConnection>>,
+    timeout: Duration,
+}
+
+impl RedisLink {
+    /// Connects lazily: nothing is dialled until the first call.
+    pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let manager = RedisConnectionManager::new(url)?;
+        let pool = bb8::Pool::builder()
+            .max_size(2)
+            // A dead Redis must cost a call milliseconds, not bb8's default 30 s.
+            .connection_timeout(timeout)
+            .retry_connection(false)
+            .build_unchecked(manager);
+        Ok(Self { pool, shared: Mutex::new(None), timeout })
+    }
+
+    /// Runs `call` on the shared connection, within the timeout (connecting included).
+    pub async fn run<T, F, Fut>(&self, call: F) -> Result<T, RedisError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let run = async {
+            let cached = self.shared.lock().expect("redis connection lock").clone();
+            let conn = match cached {
+                Some(conn) => conn,
+                None => {
+                    let conn = self.pool.dedicated_connection().await.map_err(|e| RedisError::Failed(e.to_string()))?;
+                    *self.shared.lock().expect("redis connection lock") = Some(conn.clone());
+                    conn
+                }
+            };
+            call(conn).await.map_err(|e| RedisError::Failed(e.to_string()))
+        };
+        // After a failure the connection may be dead or wedged: the next call starts afresh.
+        let outcome = match tokio::time::timeout(self.timeout, run).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(RedisError::Timeout(self.timeout)),
+        };
+        if outcome.is_err() {
+            self.shared.lock().expect("redis connection lock").take();
+        }
+        outcome
+    }
+}
+
+/// After a Redis failure, a user does without Redis this long before trying it again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Whether one user of Redis should try it now, and whether it is degraded.
+pub struct Breaker {
+    degraded: AtomicBool,
+    /// Microseconds since `epoch` before which Redis is not tried.
+    skip_until: AtomicI64,
+    epoch: Instant,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Self { degraded: AtomicBool::new(false), skip_until: AtomicI64::new(0), epoch: Instant::now() }
+    }
+}
+
+impl Breaker {
+    fn now_us(&self) -> i64 {
+        self.epoch.elapsed().as_micros() as i64
+    }
+
+    /// False for [`RETRY_AFTER`] after a failure.
+    pub fn allows(&self) -> bool {
+        self.now_us() >= self.skip_until.load(Ordering::Relaxed)
+    }
+
+    /// Records a success; true when it ends a degraded spell (for the caller to log once).
+    pub fn succeeded(&self) -> bool {
+        self.degraded.swap(false, Ordering::Relaxed)
+    }
+
+    /// Records a failure; true when it starts a degraded spell.
+    pub fn failed(&self) -> bool {
+        self.skip_until.store(self.now_us() + RETRY_AFTER.as_micros() as i64, Ordering::Relaxed);
+        !self.degraded.swap(true, Ordering::Relaxed)
+    }
+
+    pub fn degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+}
