@@ -82,7 +82,7 @@ fn main() {
         params.m, params.ef_construction
     );
 
-    let mut mixture = Mixture::new(0x5EED_0F_50C0, dim, 100, 0.35);
+    let mut mixture = Mixture::new(0x005E_ED0F_50C0, dim, 100, 0.35);
     let base: Vec<Vec<f32>> = (0..n).map(|_| mixture.sample()).collect();
     let queries: Vec<Vec<f32>> = (0..queries_n).map(|_| mixture.sample()).collect();
 
