@@ -175,25 +175,16 @@ impl VectorIndex {
     /// A fresh flat copy of hnsw_rs's graph. Takes `&self` so searches go on meanwhile; install
     /// it with [`VectorIndex::install`] before the next insert.
     pub fn compile(&self) -> FlatGraph {
-        let indexation = self.hnsw.get_point_indexation();
-        let mut entry: Option<(u8, u32)> = None;
-        let nodes: Vec<NodeLinks> = indexation
-            .into_iter()
-            .map(|point| {
-                let node = point.get_origin_id() as u32;
-                let level = point.get_point_id().0;
-                if entry.is_none_or(|(top, _)| level > top) {
-                    entry = Some((level, node));
-                }
-                let layers = point
-                    .get_neighborhood_id()
-                    .into_iter()
-                    .map(|links| links.into_iter().map(|n| n.d_id as u32).collect())
-                    .collect();
-                NodeLinks { node, level, layers }
-            })
-            .collect();
-        FlatGraph::from_nodes(self.points.len(), self.params.m, entry.map(|(_, node)| node), nodes)
+        let nodes = self.hnsw.get_point_indexation().into_iter().map(|point| NodeLinks {
+            node: point.get_origin_id() as u32,
+            level: point.get_point_id().0,
+            layers: point
+                .get_neighborhood_id()
+                .into_iter()
+                .map(|links| links.into_iter().map(|n| n.d_id as u32).collect())
+                .collect(),
+        });
+        FlatGraph::from_nodes(self.points.len(), self.params.m, nodes)
     }
 
     pub fn install(&mut self, graph: FlatGraph) {
