@@ -99,11 +99,6 @@ impl FlatGraph {
         self.len
     }
 
-    /// Bytes held by the link arrays.
-    pub fn heap_bytes(&self) -> usize {
-        (self.links0.capacity() + self.pivots.capacity()) * 4
-    }
-
     fn row0(&self, node: u32) -> &[u32] {
         let base = node as usize * self.width0;
         &self.links0[base..base + self.width0]

@@ -265,11 +265,6 @@ impl VectorIndex {
         Ok(index)
     }
 
-    /// Heap bytes held by the vectors and the flat graph (hnsw_rs's own links not included).
-    pub fn heap_bytes(&self) -> usize {
-        self.arena.read().capacity() * 4 + self.graph.heap_bytes() + self.points.capacity() * 17
-    }
-
     /// The `k` products most similar to `query` among those `filter` accepts, best first.
     /// `candidates`, when the caller knows the filter matches few products, is that set: they are
     /// scanned exactly instead of walking the graph.
