@@ -56,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     let grpc_addr = app.grpc_addr();
 
-    let mut mixture = Mixture::new(0x005E_ED0F_50C0, dim, 100, 0.35);
+    let mut mixture = Mixture::embedding_like(0x005E_ED0F_50C0, dim);
     let catalog = Catalog::new(app.db().clone(), dim);
     let ctx = RequestContext::system();
     let seller = catalog.create_seller(&ctx, "Bench Seller").await?;

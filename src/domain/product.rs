@@ -145,7 +145,12 @@ pub fn parse_image_urls(raw: &[String]) -> Result<Vec<String>, String> {
     Ok(raw.to_vec())
 }
 
-/// An embedding must have exactly the configured dimension and finite values; empty means none.
+/// The largest embedding value accepted: the search index keeps vectors in half precision,
+/// which holds nothing larger (real embeddings stay far below it).
+pub const EMBEDDING_VALUE_MAX: f32 = 65504.0;
+
+/// An embedding must have exactly the configured dimension and finite values within
+/// ±[`EMBEDDING_VALUE_MAX`]; empty means none.
 pub fn parse_embedding(raw: &[f32], dim: usize) -> Result<Option<Vec<f32>>, String> {
     if raw.is_empty() {
         return Ok(None);
@@ -155,6 +160,9 @@ pub fn parse_embedding(raw: &[f32], dim: usize) -> Result<Option<Vec<f32>>, Stri
     }
     if let Some(i) = raw.iter().position(|v| !v.is_finite()) {
         return Err(format!("value {i} is not a finite number"));
+    }
+    if let Some(i) = raw.iter().position(|v| v.abs() > EMBEDDING_VALUE_MAX) {
+        return Err(format!("value {i} is outside ±{EMBEDDING_VALUE_MAX}"));
     }
     Ok(Some(raw.to_vec()))
 }
@@ -323,5 +331,7 @@ mod tests {
         assert!(parse_embedding(&[1.0, f32::NAN, 2.0], 3).is_err());
         assert!(parse_embedding(&[1.0, f32::INFINITY, 2.0], 3).is_err());
         assert!(parse_embedding(&[1.0, 0.0, 2.0], 3).unwrap().is_some());
+        assert!(parse_embedding(&[1.0, 70_000.0, 2.0], 3).is_err());
+        assert!(parse_embedding(&[1.0, -65504.0, 2.0], 3).unwrap().is_some());
     }
 }

@@ -1,17 +1,17 @@
-//! The search side of the HNSW index: hnsw_rs's layer-0 graph copied into flat arrays and walked
-//! by our own search. hnsw_rs keeps every link as its own `Arc` behind a lock and allocates per
-//! query; the flat copy keeps each node's links in one fixed-size row and reuses its visited set.
+//! The proximity graph searches walk: every node's neighbours in one flat array of fixed-width
+//! rows, and a sample of nodes ("pivots") walks start from.
 //!
-//! The walk does not descend hnsw_rs's upper layers: the crate also files, on layers above a
-//! node's own, the entry point its insertion passed through and a link back, so on clustered
-//! data those layers lose their real long-range links and a greedy descent ends in the wrong
-//! cluster (recall@10 0.61 on the 10k test). Instead the walk starts from the nearest of a
-//! small set of pivots — the nodes of the highest layer that still has [`PIVOTS`] of them, a
-//! random sample hnsw_rs's level draw already made — which costs a few dozen distances per query.
+//! hnsw_rs builds the graph in bulk (see `vector.rs`); its layer 0 is copied here and the crate's
+//! structure dropped. Later inserts go straight into this graph, the way HNSW inserts into its
+//! layer 0: a walk for `ef_construction` candidates, the diversity heuristic to pick links, and
+//! links back, re-pruned with the same heuristic when a row is full.
+//!
+//! There are no upper layers. hnsw_rs files, on layers above a node's own, the entry point its
+//! insertion passed through and a link back, so on clustered data its upper layers lose their
+//! long-range links and a greedy descent ends in the wrong cluster. Walks start instead from the
+//! nearest few of a spread-out sample of nodes, which costs a hundred cheap int8 comparisons.
 
 use std::{cell::RefCell, cmp::Reverse, collections::BinaryHeap};
-
-use super::distance::{Metric, prefetch};
 
 /// A distance that sorts (`total_cmp`), paired with the point it belongs to.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,98 +34,105 @@ impl Ord for Scored {
     }
 }
 
-const NO_LINK: u32 = u32::MAX;
+pub const NO_LINK: u32 = u32::MAX;
 
-/// Wanted number of pivots: enough that one lies near any query, few enough to scan per query.
-const PIVOTS: usize = 64;
-/// How many of the nearest pivots seed the walk.
+/// How many of the nearest pivots seed a walk.
 const SEEDS: usize = 3;
 
-/// Layer-0 links of every node in one flat array, and the pivots walks start from.
-#[derive(Debug, Clone, Default)]
-pub struct FlatGraph {
-    /// Links per node; `NO_LINK` pads a row.
-    width0: usize,
-    /// `len × width0` links.
-    links0: Vec<u32>,
+/// How many pivots a graph of `len` nodes gets: one per thousand nodes, at least 32 so small
+/// graphs are entered from several places, at most 128 so scanning them stays cheap.
+fn pivot_count(len: usize) -> usize {
+    (len / 1_000).clamp(32, 128)
+}
+
+/// What the graph needs to know about the points it links.
+pub trait Space {
+    /// Distance from the current query to `point`.
+    fn to_query(&self, point: u32) -> f32;
+    /// Distance between two points.
+    fn between(&self, a: u32, b: u32) -> f32;
+    fn prefetch(&self, point: u32);
+}
+
+#[derive(Debug, Clone)]
+pub struct Graph {
+    /// Links per row: 2M, as on HNSW's layer 0.
+    width: usize,
+    /// `len × width` links; `NO_LINK` pads a row.
+    links: Vec<u32>,
     pivots: Vec<u32>,
-    len: usize,
+    /// Graph size when the pivots were last drawn; they are drawn again when it doubles.
+    pivots_for: usize,
 }
 
-/// One node's links on each of its layers (layer 0 first), as handed over by hnsw_rs.
-pub struct NodeLinks {
-    pub node: u32,
-    /// The highest layer the node is on.
-    pub level: u8,
-    pub layers: Vec<Vec<u32>>,
-}
-
-impl FlatGraph {
-    /// Builds the flat copy from every node's links; `width` is hnsw_rs's M (layer 0 has 2M).
-    pub fn from_nodes(len: usize, width: usize, nodes: impl IntoIterator<Item = NodeLinks>) -> Self {
-        let width0 = width * 2;
-        let mut links0 = vec![NO_LINK; len * width0];
-        let mut per_level: Vec<Vec<u32>> = Vec::new();
-        for NodeLinks { node, level, mut layers } in nodes {
-            if node as usize >= len {
-                continue;
-            }
-            let level = usize::from(level);
-            if per_level.len() <= level {
-                per_level.resize_with(level + 1, Vec::new);
-            }
-            per_level[level].push(node);
-            let base = node as usize * width0;
-            let links = if layers.is_empty() { Vec::new() } else { layers.swap_remove(0) };
-            for (slot, link) in links.into_iter().filter(|l| (*l as usize) < len).take(width0).enumerate() {
-                links0[base + slot] = link;
-            }
-        }
-        // The highest layers first, until there are enough pivots; a layer's nodes are a random
-        // draw, so taking only part of the last one is still a fair sample.
-        let mut pivots = Vec::new();
-        for nodes in per_level.iter().rev() {
-            if pivots.len() >= PIVOTS {
-                break;
-            }
-            pivots.extend(nodes.iter().take(2 * PIVOTS - pivots.len()));
-        }
-        pivots.sort_unstable();
-        Self { width0, links0, pivots, len }
+impl Graph {
+    /// An empty graph whose nodes get up to `2 m` links.
+    pub fn new(m: usize) -> Self {
+        Self { width: 2 * m.max(1), links: Vec::new(), pivots: Vec::new(), pivots_for: 0 }
     }
 
-    /// How many nodes the graph covers (ids `0..len`).
+    /// A graph from stored rows (`len × 2m` links, `NO_LINK` padding); dangling links are dropped.
+    pub fn from_links(m: usize, mut links: Vec<u32>, live: impl Fn(u32) -> bool) -> anyhow::Result<Self> {
+        let mut graph = Self::new(m);
+        anyhow::ensure!(links.len() % graph.width == 0, "{} links are not rows of {}", links.len(), graph.width);
+        let len = (links.len() / graph.width) as u32;
+        links.iter_mut().filter(|l| **l != NO_LINK && **l >= len).for_each(|l| *l = NO_LINK);
+        graph.links = links;
+        graph.draw_pivots(live);
+        Ok(graph)
+    }
+
     pub fn len(&self) -> usize {
-        self.len
+        self.links.len() / self.width
     }
 
-    fn row0(&self, node: u32) -> &[u32] {
-        let base = node as usize * self.width0;
-        &self.links0[base..base + self.width0]
+    pub fn links(&self) -> &[u32] {
+        &self.links
     }
 
-    /// The `ef` nearest nodes to `query` that `accept` lets through, nearest first. Rejected
-    /// nodes are still walked through, so a filter does not cut the graph apart.
-    pub fn search<'v>(
-        &self,
-        metric: Metric,
-        vector: impl Fn(u32) -> &'v [f32] + Copy,
-        query: &[f32],
-        ef: usize,
-        accept: impl Fn(u32) -> bool,
-    ) -> Vec<Scored> {
+    fn row(&self, node: u32) -> &[u32] {
+        let base = node as usize * self.width;
+        &self.links[base..base + self.width]
+    }
+
+    fn row_mut(&mut self, node: u32) -> &mut [u32] {
+        let base = node as usize * self.width;
+        &mut self.links[base..base + self.width]
+    }
+
+    /// Adds a node with the given links (at most the row width are kept).
+    pub fn push(&mut self, links: impl IntoIterator<Item = u32>) {
+        let start = self.links.len();
+        self.links.extend(links.into_iter().take(self.width));
+        self.links.resize(start + self.width, NO_LINK);
+    }
+
+    /// Spreads pivots evenly over the live nodes.
+    pub fn draw_pivots(&mut self, live: impl Fn(u32) -> bool) {
+        let len = self.len();
+        let want = pivot_count(len);
+        let step = (len / want).max(1);
+        self.pivots = (0..len as u32).step_by(step).filter(|n| live(*n)).take(want).collect();
         if self.pivots.is_empty() {
+            self.pivots = (0..len as u32).filter(|n| live(*n)).take(want).collect();
+        }
+        self.pivots_for = len;
+    }
+
+    /// The `ef` nearest nodes to the query that `accept` lets through, nearest first. Rejected
+    /// nodes are still walked through, so a filter does not cut the graph apart.
+    pub fn walk(&self, space: &impl Space, ef: usize, accept: impl Fn(u32) -> bool) -> Vec<Scored> {
+        if self.pivots.is_empty() || ef == 0 {
             return Vec::new();
         }
-        let distance = |node: u32| metric.distance(query, vector(node));
         let mut seeds: Vec<Scored> =
-            self.pivots.iter().map(|&point| Scored { distance: distance(point), point }).collect();
+            self.pivots.iter().map(|&point| Scored { distance: space.to_query(point), point }).collect();
         let nearest = SEEDS.min(seeds.len());
         seeds.select_nth_unstable(nearest - 1);
         seeds.truncate(nearest);
         VISITED.with_borrow_mut(|visited| {
-            visited.reset(self.len);
-            let mut candidates = BinaryHeap::new();
+            visited.reset(self.len());
+            let mut candidates = BinaryHeap::with_capacity(ef * 2);
             let mut results: BinaryHeap<Scored> = BinaryHeap::with_capacity(ef + 1);
             for seed in seeds {
                 visited.insert(seed.point);
@@ -134,27 +141,25 @@ impl FlatGraph {
                     results.push(seed);
                 }
             }
+            let mut bound = results.peek().map_or(f32::INFINITY, |worst| worst.distance);
             while let Some(Reverse(current)) = candidates.pop() {
-                let bound = results.peek().map_or(f32::INFINITY, |worst| worst.distance);
                 if current.distance > bound && results.len() >= ef {
                     break;
                 }
-                let row = self.row0(current.point);
-                if let Some(&first) = row.first().filter(|l| **l != NO_LINK) {
-                    prefetch(vector(first));
+                let row = self.row(current.point);
+                let end = row.iter().position(|l| *l == NO_LINK).unwrap_or(row.len());
+                let row = &row[..end];
+                if let Some(&first) = row.first() {
+                    space.prefetch(first);
                 }
                 for (slot, &next) in row.iter().enumerate() {
-                    if next == NO_LINK {
-                        break;
-                    }
-                    if let Some(&after) = row.get(slot + 1).filter(|l| **l != NO_LINK) {
-                        prefetch(vector(after));
+                    if let Some(&after) = row.get(slot + 1) {
+                        space.prefetch(after);
                     }
                     if !visited.insert(next) {
                         continue;
                     }
-                    let d = distance(next);
-                    let bound = results.peek().map_or(f32::INFINITY, |worst| worst.distance);
+                    let d = space.to_query(next);
                     if results.len() < ef || d < bound {
                         candidates.push(Reverse(Scored { distance: d, point: next }));
                         if accept(next) {
@@ -162,6 +167,7 @@ impl FlatGraph {
                             if results.len() > ef {
                                 results.pop();
                             }
+                            bound = results.peek().map_or(f32::INFINITY, |worst| worst.distance);
                         }
                     }
                 }
@@ -169,9 +175,55 @@ impl FlatGraph {
             results.into_sorted_vec()
         })
     }
+
+    /// Links a new node (the next id, `self.len()`) into the graph. `space`'s query is the new
+    /// node's vector; `linkable` says which nodes may be linked to (not stale ones).
+    pub fn insert(&mut self, space: &impl Space, m: usize, ef_construction: usize, linkable: impl Fn(u32) -> bool) {
+        let node = self.len() as u32;
+        let found = self.walk(space, ef_construction.max(m), &linkable);
+        let chosen = diverse(&found, m, space);
+        self.push(chosen.iter().map(|s| s.point));
+        for near in chosen {
+            let row = self.row_mut(near.point);
+            if let Some(free) = row.iter_mut().find(|l| **l == NO_LINK) {
+                *free = node;
+                continue;
+            }
+            // A full row: keep the most diverse links among the old ones and the new node.
+            let mut candidates: Vec<Scored> = row
+                .iter()
+                .map(|&point| Scored { distance: space.between(near.point, point), point })
+                .chain([Scored { distance: near.distance, point: node }])
+                .collect();
+            candidates.sort_unstable();
+            let kept = diverse(&candidates, self.width, space);
+            let row = self.row_mut(near.point);
+            row.fill(NO_LINK);
+            row.iter_mut().zip(kept).for_each(|(slot, s)| *slot = s.point);
+        }
+        if self.pivots.is_empty() || self.len() >= 2 * self.pivots_for {
+            self.draw_pivots(&linkable);
+        }
+    }
 }
 
-/// Which nodes a search has seen, cleared in O(1) by moving to the next epoch.
+/// HNSW's neighbour heuristic: walking `sorted` nearest first, keep a candidate only if it is
+/// closer to the query than to every one kept so far, so links point in different directions
+/// instead of all into the nearest clump.
+fn diverse(sorted: &[Scored], keep: usize, space: &impl Space) -> Vec<Scored> {
+    let mut chosen: Vec<Scored> = Vec::with_capacity(keep);
+    for candidate in sorted {
+        if chosen.len() >= keep {
+            break;
+        }
+        if chosen.iter().all(|kept| space.between(candidate.point, kept.point) > candidate.distance) {
+            chosen.push(*candidate);
+        }
+    }
+    chosen
+}
+
+/// Which nodes a walk has seen, cleared in O(1) by moving to the next epoch.
 #[derive(Default)]
 struct Visited {
     epoch: u16,

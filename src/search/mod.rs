@@ -7,6 +7,7 @@ pub mod cache;
 pub mod distance;
 mod graph;
 mod query;
+pub mod store;
 pub mod snapshot;
 pub mod synthetic;
 pub mod text;
@@ -17,7 +18,7 @@ pub use query::{DEFAULT_TOP_K, MAX_TOP_K, QUERY_MAX_CHARS, SearchRequest, Search
 use query::{RRF_DEPTH, RRF_K, parse_filter, parse_top_k};
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -39,6 +40,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// taken to be a rolled-back transaction and skipped.
 const GAP_TIMEOUT: Duration = Duration::from_secs(10);
 const BATCH: i64 = 500;
+/// New vectors gathered before they are added to the index, bounding a catch-up's memory.
+const PENDING_MAX: usize = 50_000;
 
 /// The search index and the state of its outbox follower.
 pub struct SearchEngine {
@@ -107,13 +110,17 @@ impl SearchEngine {
 
     /// Applies every outbox event available now. Events are applied by re-reading the product's
     /// current row, so applying one twice, or out of order, leaves the same index.
-    pub async fn catch_up(&self) -> Result<usize, StoreError> {
+    ///
+    /// New vectors are gathered over the whole catch-up and added at its end, so a start-up (or
+    /// a bulk import) builds the graph in bulk on every core instead of one insert at a time.
+    pub async fn catch_up(self: &Arc<Self>) -> Result<usize, StoreError> {
         let mut state = self.follow.lock().await;
         if state.load_text {
             self.load_text_index().await?;
             state.load_text = false;
         }
         let mut applied = 0;
+        let mut pending: HashMap<ProductId, Vec<f32>> = HashMap::new();
         loop {
             let events = self.db.outbox_after(state.watermark, BATCH).await?;
             let fresh: Vec<_> = events.iter().filter(|e| !state.applied_above.contains(&e.id)).collect();
@@ -127,10 +134,11 @@ impl SearchEngine {
                 for id in &ids {
                     index.remove(*id);
                     vectors.remove(*id);
+                    pending.remove(id);
                 }
                 for product in live.into_iter().filter(|p| p.status == ProductStatus::Active) {
                     if let Some(embedding) = &product.embedding {
-                        vectors.upsert(product.id, embedding);
+                        pending.insert(product.id, embedding.clone());
                     }
                     index.upsert(product);
                 }
@@ -142,27 +150,49 @@ impl SearchEngine {
             state.unsnapshotted += fresh.len();
             state.applied_above.extend(fresh.iter().map(|e| e.id));
             advance(&mut state);
-            // Only after the index holds these events: a key naming this position is then never
-            // computed from an index that lacks them.
-            *self.position.lock().expect("position lock") = position_digest(&state);
-            if (events.len() as i64) < BATCH || fresh.is_empty() {
-                self.refresh_graph();
+            let done = (events.len() as i64) < BATCH || fresh.is_empty();
+            if done || pending.len() >= PENDING_MAX {
+                self.add_vectors(std::mem::take(&mut pending)).await;
+                // Only after the index holds these events: a key naming this position is then
+                // never computed from an index that lacks them.
+                *self.position.lock().expect("position lock") = position_digest(&state);
+            }
+            if done {
                 return Ok(applied);
             }
         }
     }
 
-    /// Copies the vector graph for searching once enough points arrived since the last copy. The
-    /// copy is made under the read lock, so searches go on; only this follower inserts, so
-    /// nothing changes between the copy and its install.
-    fn refresh_graph(&self) {
-        if !self.vectors.read().expect("index lock").needs_compile() {
+    /// Adds vectors to the index: one insert at a time for a few, a bulk rebuild for many. The
+    /// rebuild reads the current index under the read lock, so searches go on meanwhile; only
+    /// this follower writes, so nothing changes before the new index is swapped in.
+    async fn add_vectors(self: &Arc<Self>, pending: HashMap<ProductId, Vec<f32>>) {
+        if pending.is_empty() {
             return;
         }
-        let started = Instant::now();
-        let graph = self.vectors.read().expect("index lock").compile();
-        self.vectors.write().expect("index lock").install(graph);
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "vector graph copied for search");
+        let engine = Arc::clone(self);
+        let added = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let count = pending.len();
+            let vectors = engine.vectors.read().expect("index lock");
+            if vectors.should_rebuild(count) {
+                let index = vectors.rebuilt_with(pending.into_iter().collect());
+                drop(vectors);
+                *engine.vectors.write().expect("index lock") = index;
+                tracing::info!(vectors = count, elapsed_ms = started.elapsed().as_millis() as u64, "vector index rebuilt in bulk");
+            } else {
+                drop(vectors);
+                let mut vectors = engine.vectors.write().expect("index lock");
+                for (id, embedding) in pending {
+                    vectors.upsert(id, &embedding);
+                }
+            }
+        })
+        .await;
+        if let Err(e) = added {
+            // A panic in the index code is a bug; log it rather than take the follower down.
+            tracing::error!(error = %e, "adding vectors to the search index failed");
+        }
     }
 
     /// Every live product into the text index, a page at a time (after a snapshot restored the

@@ -23,7 +23,8 @@ use sha2::{Digest, Sha256};
 
 use super::vector::{HnswParams, VectorIndex};
 
-const FORMAT: u32 = 1;
+/// 2: half-precision vectors and our own graph's links (1 was hnsw_rs's dump).
+const FORMAT: u32 = 2;
 const CURRENT: &str = "CURRENT";
 const META: &str = "meta.json";
 
@@ -213,7 +214,7 @@ mod tests {
     }
 
     fn sample_index(n: usize) -> (VectorIndex, Vec<(ProductId, Vec<f32>)>) {
-        let mut mixture = Mixture::new(7, 16, 4, 0.35);
+        let mut mixture = Mixture::embedding_like(7, 16);
         let data: Vec<(ProductId, Vec<f32>)> = (0..n).map(|_| (ProductId::generate(), mixture.sample())).collect();
         let mut index = VectorIndex::new(16, HnswParams::default(), n);
         for (id, v) in &data {
@@ -258,8 +259,8 @@ mod tests {
         let elsewhere = SnapshotConfig { source: "postgres://db/other".into(), ..config(&dir) };
         assert!(matches!(load(&elsewhere, 16, HnswParams::default()), Err(LoadError::Settings(_))));
 
-        // Flip one byte of the graph: the digest catches it before hnsw_rs reads it.
-        let graph = second.join("graph.hnsw.graph");
+        // Flip one byte of the graph: the digest catches it.
+        let graph = second.join("links.u32");
         let mut bytes = fs::read(&graph).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xFF;
