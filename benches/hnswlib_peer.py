@@ -48,9 +48,12 @@ def main():
             found[i] = labels[0]
         # Throughput from one batch call on one thread, so Python's per-call overhead does not
         # count against hnswlib; the per-call loop above gives the latencies.
-        started = time.perf_counter()
-        index.knn_query(queries, k=k, num_threads=1)
-        elapsed = time.perf_counter() - started
+        # Best of three, as for Soko.
+        elapsed = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            index.knn_query(queries, k=k, num_threads=1)
+            elapsed = min(elapsed, time.perf_counter() - started)
         hits = sum(len(set(f) & set(t)) for f, t in zip(found, truth))
         latencies.sort()
         p50 = latencies[int(len(latencies) * 0.5) - 1] * 1e6

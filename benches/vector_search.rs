@@ -100,12 +100,16 @@ fn main() {
 
     // Exact one-query brute force, single-threaded, for the speed-up figure.
     let sample = queries.len().min(50);
-    let started = Instant::now();
-    for q in &queries[..sample] {
-        std::hint::black_box(exact_top_k(&base, q));
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let started = Instant::now();
+        for q in &queries[..sample] {
+            std::hint::black_box(exact_top_k(&base, q));
+        }
+        best = best.min(started.elapsed().as_secs_f64());
     }
-    let brute_qps = sample as f64 / started.elapsed().as_secs_f64();
-    println!("brute force: {brute_qps:.1} QPS (single thread, {sample} queries)");
+    let brute_qps = sample as f64 / best;
+    println!("brute force: {brute_qps:.1} QPS (single thread, {sample} queries, best of 3)");
 
     let dir =
         PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into())).join("bench-vectors");
@@ -128,16 +132,23 @@ fn main() {
 
     let mut ours = Vec::new();
     for ef in EFS {
-        let mut latencies = Vec::with_capacity(queries.len());
+        // Best of three passes: the machines are shared, and the fastest pass is the one least
+        // disturbed. Latencies are pooled over all three.
+        let mut latencies = Vec::with_capacity(3 * queries.len());
         let mut hits = 0usize;
-        let started = Instant::now();
-        for (q, truth) in queries.iter().zip(&truth) {
-            let t = Instant::now();
-            let found = index.search_with_ef(q, K, ef, |_| true, None);
-            latencies.push(t.elapsed());
-            hits += found.iter().filter(|h| truth.contains(&position[&h.product])).count();
+        let mut elapsed = f64::INFINITY;
+        for pass in 0..3 {
+            let started = Instant::now();
+            for (q, truth) in queries.iter().zip(&truth) {
+                let t = Instant::now();
+                let found = index.search_with_ef(q, K, ef, |_| true, None);
+                latencies.push(t.elapsed());
+                if pass == 0 {
+                    hits += found.iter().filter(|h| truth.contains(&position[&h.product])).count();
+                }
+            }
+            elapsed = elapsed.min(started.elapsed().as_secs_f64());
         }
-        let elapsed = started.elapsed().as_secs_f64();
         latencies.sort();
         let point = Point {
             ef,

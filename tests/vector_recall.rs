@@ -67,7 +67,6 @@ fn sample() -> (Vec<(ProductId, Vec<f32>)>, Vec<Vec<f32>>) {
 }
 
 fn check(mut index: VectorIndex, data: &[(ProductId, Vec<f32>)], queries: &[Vec<f32>]) {
-
     let mut total = 0.0;
     for q in queries {
         let found: Vec<ProductId> = index.search(q, K, |_| true, None).into_iter().map(|h| h.product).collect();

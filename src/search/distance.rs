@@ -488,7 +488,7 @@ mod tests {
         if std::arch::is_x86_feature_detected!("f16c") {
             use std::arch::x86_64::*;
             for i in 0..100_000u32 {
-                let x = f32::from_bits(i.wrapping_mul(2_654_435_761)) ;
+                let x = f32::from_bits(i.wrapping_mul(2_654_435_761));
                 if !x.is_finite() {
                     continue;
                 }

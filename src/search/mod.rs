@@ -7,8 +7,8 @@ pub mod cache;
 pub mod distance;
 mod graph;
 mod query;
-pub mod store;
 pub mod snapshot;
+pub mod store;
 pub mod synthetic;
 pub mod text;
 pub mod vector;
@@ -163,11 +163,12 @@ impl SearchEngine {
         }
     }
 
-    /// Adds vectors to the index: one insert at a time for a few, a bulk rebuild for many. The
+    /// Adds vectors to the index: one insert at a time for a few, a bulk rebuild for many (or
+    /// when deletes and updates have left more stale points than live ones). The
     /// rebuild reads the current index under the read lock, so searches go on meanwhile; only
     /// this follower writes, so nothing changes before the new index is swapped in.
     async fn add_vectors(self: &Arc<Self>, pending: HashMap<ProductId, Vec<f32>>) {
-        if pending.is_empty() {
+        if pending.is_empty() && !self.vectors.read().expect("index lock").should_rebuild(0) {
             return;
         }
         let engine = Arc::clone(self);
@@ -179,7 +180,11 @@ impl SearchEngine {
                 let index = vectors.rebuilt_with(pending.into_iter().collect());
                 drop(vectors);
                 *engine.vectors.write().expect("index lock") = index;
-                tracing::info!(vectors = count, elapsed_ms = started.elapsed().as_millis() as u64, "vector index rebuilt in bulk");
+                tracing::info!(
+                    vectors = count,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "vector index rebuilt in bulk"
+                );
             } else {
                 drop(vectors);
                 let mut vectors = engine.vectors.write().expect("index lock");

@@ -131,12 +131,7 @@ impl Store {
     /// The stored vector of `slot` as a query (inserts search for their own neighbours).
     pub fn query_for(&self, slot: u32) -> Query {
         let s = slot as usize;
-        Query {
-            full: self.vector(slot),
-            code: self.code(slot).to_vec(),
-            scale: self.scales[s],
-            norm: self.norms[s],
-        }
+        Query { full: self.vector(slot), code: self.code(slot).to_vec(), scale: self.scales[s], norm: self.norms[s] }
     }
 
     fn from_dot(&self, dot: f32, norm_a: f32, norm_b: f32) -> f32 {

@@ -170,6 +170,13 @@ impl VectorIndex {
             row.iter_mut().zip(layer0.into_iter().map(|n| n.d_id as u32)).for_each(|(slot, link)| *slot = link);
         }
         drop(hnsw);
+        // hnsw_rs's structure was several times the size of what is kept; hand the freed pages
+        // back to the kernel, or the process stays at the build's peak.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free heap memory; nothing points into it.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         index.graph = Graph::from_links(params.m, links, |_| true).expect("rows of the graph's width");
         index
     }
