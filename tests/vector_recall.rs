@@ -59,7 +59,10 @@ fn recall_at_10_is_at_least_0_95_after_one_by_one_inserts() {
     check(index, &data, &queries);
 }
 
-fn sample() -> (Vec<(ProductId, Vec<f32>)>, Vec<Vec<f32>>) {
+/// Indexed products and queries.
+type Sample = (Vec<(ProductId, Vec<f32>)>, Vec<Vec<f32>>);
+
+fn sample() -> Sample {
     let mut mixture = Mixture::embedding_like(0x005E_ED0F_50C0, DIM);
     let data: Vec<(ProductId, Vec<f32>)> = (0..N).map(|_| (ProductId::generate(), mixture.sample())).collect();
     let queries: Vec<Vec<f32>> = (0..QUERIES).map(|_| mixture.sample()).collect();

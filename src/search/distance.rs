@@ -514,8 +514,8 @@ mod tests {
             for got in [l2_half(&a, &halves), portable::l2_half(&a, &halves)] {
                 assert!((f64::from(got) - expected_l2).abs() < 1e-3, "l2_half n={n}: {got} vs {expected_l2}");
             }
-            let ca: Vec<i8> = (0..n).map(|i| ((i * 37 % 255) as i32 - 127) as i8).collect();
-            let cb: Vec<i8> = (0..n).map(|i| (127 - (i * 91 % 255) as i32) as i8).collect();
+            let ca: Vec<i8> = (0..n).map(|i| ((i * 37 % 255) - 127) as i8).collect();
+            let cb: Vec<i8> = (0..n).map(|i| (127 - (i * 91 % 255)) as i8).collect();
             let expected: i32 = ca.iter().zip(&cb).map(|(x, y)| i32::from(*x) * i32::from(*y)).sum();
             assert_eq!(dot_i8(&ca, &cb), expected, "dot_i8 n={n}");
             assert_eq!(portable::dot_i8(&ca, &cb), expected, "portable dot_i8 n={n}");

@@ -74,7 +74,12 @@ impl Graph {
     /// A graph from stored rows (`len × 2m` links, `NO_LINK` padding); dangling links are dropped.
     pub fn from_links(m: usize, mut links: Vec<u32>, live: impl Fn(u32) -> bool) -> anyhow::Result<Self> {
         let mut graph = Self::new(m);
-        anyhow::ensure!(links.len() % graph.width == 0, "{} links are not rows of {}", links.len(), graph.width);
+        anyhow::ensure!(
+            links.len().is_multiple_of(graph.width),
+            "{} links are not rows of {}",
+            links.len(),
+            graph.width
+        );
         let len = (links.len() / graph.width) as u32;
         links.iter_mut().filter(|l| **l != NO_LINK && **l >= len).for_each(|l| *l = NO_LINK);
         graph.links = links;

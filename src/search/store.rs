@@ -134,7 +134,7 @@ impl Store {
         Query { full: self.vector(slot), code: self.code(slot).to_vec(), scale: self.scales[s], norm: self.norms[s] }
     }
 
-    fn from_dot(&self, dot: f32, norm_a: f32, norm_b: f32) -> f32 {
+    fn distance_from_dot(&self, dot: f32, norm_a: f32, norm_b: f32) -> f32 {
         match self.metric {
             Metric::Cosine => (1.0 - dot).max(0.0),
             Metric::L2 => (norm_a + norm_b - 2.0 * dot).max(0.0),
@@ -146,7 +146,7 @@ impl Store {
     pub fn approx(&self, q: &Query, slot: u32) -> f32 {
         let s = slot as usize;
         let dot = dot_i8(&q.code, self.code(slot)) as f32 * q.scale * self.scales[s];
-        self.from_dot(dot, q.norm, self.norms[s])
+        self.distance_from_dot(dot, q.norm, self.norms[s])
     }
 
     /// Approximate distance between two stored vectors.
@@ -154,7 +154,7 @@ impl Store {
     pub fn approx_between(&self, a: u32, b: u32) -> f32 {
         let (sa, sb) = (a as usize, b as usize);
         let dot = dot_i8(self.code(a), self.code(b)) as f32 * self.scales[sa] * self.scales[sb];
-        self.from_dot(dot, self.norms[sa], self.norms[sb])
+        self.distance_from_dot(dot, self.norms[sa], self.norms[sb])
     }
 
     /// Distance from the half-precision vector: what results are ranked and scored by.
