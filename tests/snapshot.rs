@@ -108,7 +108,7 @@ async fn a_damaged_snapshot_means_a_rebuild(backend: Backend) {
     first.stop().await.expect("clean shutdown");
 
     let current = std::fs::read_to_string(dir.join("CURRENT")).unwrap();
-    let vectors = dir.join(current.trim()).join("vectors.f32");
+    let vectors = dir.join(current.trim()).join("vectors.f16");
     let mut bytes = std::fs::read(&vectors).unwrap();
     bytes.truncate(bytes.len() / 2);
     std::fs::write(&vectors, bytes).unwrap();

@@ -111,8 +111,9 @@ impl SearchEngine {
     /// Applies every outbox event available now. Events are applied by re-reading the product's
     /// current row, so applying one twice, or out of order, leaves the same index.
     ///
-    /// New vectors are gathered over the whole catch-up and added at its end, so a start-up (or
-    /// a bulk import) builds the graph in bulk on every core instead of one insert at a time.
+    /// During a backlog, new vectors are gathered over the whole catch-up and added at its end,
+    /// so a start-up (or a bulk import) builds the graph in bulk on every core instead of one
+    /// insert at a time.
     pub async fn catch_up(self: &Arc<Self>) -> Result<usize, StoreError> {
         let mut state = self.follow.lock().await;
         if state.load_text {
@@ -127,6 +128,9 @@ impl SearchEngine {
             let mut ids: Vec<ProductId> = fresh.iter().filter_map(|e| e.product_id.parse().ok()).collect();
             ids.sort();
             ids.dedup();
+            // A full batch means a backlog (start-up, a bulk import): its vectors are gathered
+            // for a bulk build. Otherwise they go in now, with the text, so both agree.
+            let backlog = !pending.is_empty() || events.len() as i64 >= BATCH;
             if !ids.is_empty() {
                 let live = self.db.get_products(&ids).await?;
                 let mut index = self.text.write().expect("index lock");
@@ -137,8 +141,10 @@ impl SearchEngine {
                     pending.remove(id);
                 }
                 for product in live.into_iter().filter(|p| p.status == ProductStatus::Active) {
-                    if let Some(embedding) = &product.embedding {
-                        pending.insert(product.id, embedding.clone());
+                    match &product.embedding {
+                        Some(embedding) if backlog => drop(pending.insert(product.id, embedding.clone())),
+                        Some(embedding) => vectors.upsert(product.id, embedding),
+                        None => {}
                     }
                     index.upsert(product);
                 }
