@@ -185,7 +185,7 @@ impl VectorIndex {
     /// This index's live vectors plus `items`, built in bulk (which also drops stale points).
     pub fn rebuilt_with(&self, items: Vec<(ProductId, Vec<f32>)>) -> Self {
         let current = self.live.iter().map(|(id, slot)| (*id, self.store.vector(*slot)));
-        Self::build(self.store.dim(), self.params, current.collect::<Vec<_>>().into_iter().chain(items))
+        Self::build(self.store.dim(), self.params, current.chain(items))
     }
 
     /// Whether `incoming` new vectors are better built in bulk along with the current ones than
