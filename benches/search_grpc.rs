@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let calls = env("SOKO_BENCH_CALLS", 20_000);
     let dim = 768;
     let dir = std::env::temp_dir().join(format!("soko-bench-grpc-{}", std::process::id()));
-    let vars: Vec<(&str, String)> = vec![
+    let mut vars: Vec<(&str, String)> = vec![
         ("SOKO_DATA_DIR", dir.display().to_string()),
         ("SOKO_GRPC_ADDR", "127.0.0.1:0".into()),
         ("SOKO_OPS_ADDR", "127.0.0.1:0".into()),
@@ -52,6 +52,10 @@ async fn main() -> anyhow::Result<()> {
         ("SOKO_MAX_CONCURRENT_REQUESTS", "10000".into()),
         ("RUST_LOG", "warn".into()),
     ];
+    // To measure what a cheaper walk buys over gRPC: SOKO_HNSW_EF_SEARCH=32 cargo bench …
+    if let Ok(ef) = std::env::var("SOKO_HNSW_EF_SEARCH") {
+        vars.push(("SOKO_HNSW_EF_SEARCH", ef));
+    }
     let config = Config::from_lookup(|key| vars.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()))?;
     let app = Application::build(config).await?;
     let grpc_addr = app.grpc_addr();
