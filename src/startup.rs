@@ -5,8 +5,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use http::{HeaderName, Method};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{codec::CompressionEncoding, transport::Server};
+use tonic::{
+    codec::CompressionEncoding,
+    transport::{Server, server::TcpIncoming},
+};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::proto::soko::{
@@ -200,7 +202,7 @@ impl Application {
                     .accept_compressed(CompressionEncoding::Gzip)
                     .send_compressed(CompressionEncoding::Gzip),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async {
+            .serve_with_incoming_shutdown(incoming(grpc_listener), async {
                 let _ = grpc_stopped.await;
             });
         let mut grpc = tokio::spawn(grpc);
@@ -271,6 +273,13 @@ impl Application {
 
 /// Browsers may call grpc-web only from the configured origins. tonic-web has no CORS of its own,
 /// so this layer sits outermost and also exposes the headers grpc-web clients read.
+/// Accepted gRPC connections, with Nagle's algorithm off. tonic turns it off only for listeners it
+/// binds itself; with it on, a response's trailers waited for the client's delayed ACK of its
+/// headers: 40 ms on many calls (SearchByVector's p50 under load was 52 ms, almost all of it that).
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 fn cors_layer(config: &Config) -> CorsLayer {
     const ALLOWED: &[&str] = &[
         "content-type",
@@ -300,4 +309,21 @@ fn cors_layer(config: &Config) -> CorsLayer {
         .allow_headers(ALLOWED.iter().map(|h| HeaderName::from_static(h)).collect::<Vec<_>>())
         .expose_headers(EXPOSED.iter().map(|h| HeaderName::from_static(h)).collect::<Vec<_>>())
         .max_age(Duration::from_secs(24 * 60 * 60))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_grpc_connections_have_nagle_off() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut incoming = incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let accepted = incoming.next().await.expect("a connection").expect("accepted");
+        assert!(accepted.nodelay().expect("read TCP_NODELAY"));
+    }
 }

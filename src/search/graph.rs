@@ -151,18 +151,21 @@ impl Graph {
                 if current.distance > bound && results.len() >= ef {
                     break;
                 }
+                // Only unseen neighbours are fetched: on a converging walk most links point back
+                // into nodes already scored, and prefetching their codes was wasted bandwidth.
                 let row = self.row(current.point);
-                let end = row.iter().position(|l| *l == NO_LINK).unwrap_or(row.len());
-                let row = &row[..end];
-                if let Some(&first) = row.first() {
+                visited.fresh.clear();
+                for &next in row.iter().take_while(|l| **l != NO_LINK) {
+                    if visited.insert(next) {
+                        visited.fresh.push(next);
+                    }
+                }
+                if let Some(&first) = visited.fresh.first() {
                     space.prefetch(first);
                 }
-                for (slot, &next) in row.iter().enumerate() {
-                    if let Some(&after) = row.get(slot + 1) {
+                for (slot, &next) in visited.fresh.iter().enumerate() {
+                    if let Some(&after) = visited.fresh.get(slot + 1) {
                         space.prefetch(after);
-                    }
-                    if !visited.insert(next) {
-                        continue;
                     }
                     let d = space.to_query(next);
                     if results.len() < ef || d < bound {
@@ -242,6 +245,8 @@ fn diverse(sorted: &[Scored], keep: usize, space: &impl Space) -> Vec<Scored> {
 struct Visited {
     epoch: u16,
     marks: Vec<u16>,
+    /// The current node's neighbours not seen before, reused between steps.
+    fresh: Vec<u32>,
 }
 
 impl Visited {
