@@ -238,7 +238,9 @@ async fn a_second_signal_exits_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_9_during_writes_the_search_index_holds_exactly_the_live_products() {
-    use soko::proto::soko::search::v1::{SearchProductsRequest, search_service_client::SearchServiceClient};
+    use soko::proto::soko::search::v1::{
+        SearchByVectorRequest, SearchProductsRequest, search_service_client::SearchServiceClient,
+    };
     let server = Server::start(&[]);
     let catalog = server.admin_catalog().await;
     let seller = seed_seller(&catalog).await;
@@ -249,7 +251,8 @@ async fn after_kill_9_during_writes_the_search_index_holds_exactly_the_live_prod
             let seller = seller.clone();
             tokio::spawn(async move {
                 for i in 0.. {
-                    let product = common::product(&seller, &format!("Crash item {w}-{i}"), "shoes", 100);
+                    let mut product = common::product(&seller, &format!("Crash item {w}-{i}"), "shoes", 100);
+                    product.embedding = embedding_of(w * 1_000_000 + i);
                     let Ok(created) = client.create_product(pb::CreateProductRequest { product: Some(product) }).await
                     else {
                         return;
@@ -273,6 +276,7 @@ async fn after_kill_9_during_writes_the_search_index_holds_exactly_the_live_prod
     // What the database holds…
     let catalog = server.admin_catalog().await;
     let mut live = Vec::new();
+    let mut embeddings = Vec::new();
     let mut token = String::new();
     loop {
         let page = catalog
@@ -281,7 +285,8 @@ async fn after_kill_9_during_writes_the_search_index_holds_exactly_the_live_prod
             .await
             .unwrap()
             .into_inner();
-        live.extend(page.products.into_iter().map(|p| p.id));
+        live.extend(page.products.iter().map(|p| p.id.clone()));
+        embeddings.extend(page.products.into_iter().map(|p| (p.id, p.embedding)));
         if page.next_page_token.is_empty() {
             break;
         }
@@ -323,4 +328,29 @@ async fn after_kill_9_during_writes_the_search_index_holds_exactly_the_live_prod
     live.sort();
     found.sort();
     assert_eq!(found, live);
+    // The vector index holds every live product too: each one's own embedding finds it.
+    for (id, embedding) in embeddings {
+        assert_eq!(embedding.len(), 8, "the database kept {id}'s embedding");
+        let results = search
+            .search_by_vector(SearchByVectorRequest { vector: embedding, top_k: 5, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        assert!(results.iter().any(|r| r.product_id == id), "{id} is missing from the vector index: {results:?}");
+    }
+}
+
+/// A distinct, deterministic 8-d embedding per writer and item, so each product is findable by
+/// its own vector (the shared `common::product` embedding is the same for all).
+fn embedding_of(seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    (0..8)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
 }

@@ -193,6 +193,9 @@ impl TestDatabase {
                 >::establish(&self.url)
                 .await
                 .expect("open sqlite");
+                // A server that just stopped may still be checkpointing its WAL: wait for the
+                // lock as the server's own connections do, instead of failing at once.
+                conn.batch_execute("PRAGMA busy_timeout = 5000;").await.expect("set busy_timeout");
                 conn.batch_execute(sql).await.expect("execute");
             }
             Backend::Postgres => AsyncPgConnection::establish(&self.url)
