@@ -344,13 +344,7 @@ async fn after_kill_9_during_writes_the_search_index_holds_exactly_the_live_prod
 /// A distinct, deterministic 8-d embedding per writer and item, so each product is findable by
 /// its own vector (the shared `common::product` embedding is the same for all).
 fn embedding_of(seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
-    (0..8)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
+    // Spread the seeds apart: nearby seeds start xorshift off on nearby states.
+    let mut rng = soko::search::synthetic::Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    (0..8).map(|_| rng.gaussian()).collect()
 }
