@@ -2,7 +2,7 @@
 //! of bad images (decompression bombs included), and a remote model server that answers, answers
 //! nonsense, is slow, or is down.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{Cursor, Write},

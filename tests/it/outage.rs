@@ -6,7 +6,7 @@
 //! SQLite is embedded in the process, so it has no server to stop; its lock contention is
 //! covered by the shutdown tests.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! The catalog suite, run against SQLite, PostgreSQL and MariaDB alike.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

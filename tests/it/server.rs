@@ -1,7 +1,7 @@
 //! The server's standard surfaces: health, reflection, grpc-web with CORS, the ops port and
 //! request ids. These don't depend on the SQL backend, so they run on the embedded default.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

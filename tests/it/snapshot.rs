@@ -2,7 +2,7 @@
 //! only the outbox past its watermark, and a damaged snapshot means a rebuild — on SQLite,
 //! PostgreSQL and MariaDB.
 
-mod common;
+use crate::common;
 
 use std::{
     path::{Path, PathBuf},

@@ -4,7 +4,7 @@
 //! Metrics are per process and these tests share one, so the tests that count Redis hits run
 //! one at a time (`SERIAL`).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

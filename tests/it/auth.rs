@@ -3,7 +3,7 @@
 //! API keys, the audit trail of refusals, what personal data responses carry, and login
 //! throttling under guessing and under load.
 
-mod common;
+use crate::common;
 
 use std::{
     ops::Deref,

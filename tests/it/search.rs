@@ -1,7 +1,7 @@
 //! Text search over the catalog, fed by the outbox: ranking, filters, paging, bad input, and
 //! convergence across replicas sharing one database — on SQLite, PostgreSQL and MariaDB.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! fallback when Redis fails), trusted-proxy client IPs, deadlines, load shedding and message
 //! limits. The limiter doesn't depend on the SQL backend, so these run on the embedded default.
 
-mod common;
+use crate::common;
 
 use std::{
     net::TcpListener,

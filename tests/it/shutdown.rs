@@ -4,7 +4,7 @@
 //! In-flight calls are made slow the way a production incident would: another process holds the
 //! SQLite write lock, so writes wait on the database.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{BufRead, BufReader},

@@ -1,0 +1,16 @@
+//! All integration tests, linked into one binary: one link instead of one per file (each was ~390 MB
+//! of debug binary), see issue 25. Each module is a former test file.
+
+#[macro_use]
+mod common;
+mod auth;
+mod catalog;
+mod image_search;
+mod outage;
+mod rate_limit;
+mod search;
+mod search_cache;
+mod server;
+mod shutdown;
+mod snapshot;
+mod vector_recall;
