@@ -276,6 +276,22 @@ pub struct Config {
     /// How long a search result stays cached (in Redis when `REDIS_URL` is set, in this process
     /// otherwise); zero turns the cache off.
     pub search_cache_ttl: Duration,
+    /// Transport security and what the ports expose.
+    pub transport: TransportConfig,
+}
+
+/// TLS on the gRPC port, the plaintext health port for probes, and what production exposes.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// `SOKO_TLS_CERT_FILE` + `SOKO_TLS_KEY_FILE`; `None` serves plaintext.
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// `SOKO_HEALTH_ADDR`: a plaintext port serving `grpc.health.v1` alone, for Kubernetes' gRPC
+    /// probes, which cannot speak TLS.
+    pub health_addr: Option<SocketAddr>,
+    /// `SOKO_REFLECTION`: server reflection, on in development and off in production by default.
+    pub reflection: bool,
+    /// `SOKO_METRICS_TOKEN`: when set, `/metrics` wants `Authorization: Bearer <token>`.
+    pub metrics_token: Option<Secret>,
 }
 
 /// All the problems found in the environment, one per line.
@@ -573,6 +589,8 @@ impl Config {
             problems.push(format!("SOKO_SEARCH_CACHE_TTL_SECS: {search_cache_secs} is more than a week"));
         }
 
+        let transport = transport(&var, env, &mut problems);
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -599,7 +617,64 @@ impl Config {
             hnsw,
             snapshots,
             search_cache_ttl: Duration::from_secs(search_cache_secs),
+            transport,
         })
+    }
+}
+
+fn transport(var: &impl Fn(&str) -> Option<String>, env: Environment, problems: &mut Vec<String>) -> TransportConfig {
+    let tls = match (var("SOKO_TLS_CERT_FILE"), var("SOKO_TLS_KEY_FILE")) {
+        (Some(cert), Some(key)) => {
+            let reload_secs: u64 = parse_or(problems, "SOKO_TLS_RELOAD_SECS", var("SOKO_TLS_RELOAD_SECS"), 30);
+            if !(1..=86_400).contains(&reload_secs) {
+                problems.push(format!("SOKO_TLS_RELOAD_SECS: {reload_secs} is outside 1..=86400"));
+            }
+            Some(crate::tls::TlsSettings {
+                cert_file: cert.into(),
+                key_file: key.into(),
+                client_ca_file: var("SOKO_TLS_CLIENT_CA_FILE").map(PathBuf::from),
+                reload_interval: Duration::from_secs(reload_secs.max(1)),
+            })
+        }
+        (None, None) => {
+            if var("SOKO_TLS_CLIENT_CA_FILE").is_some() {
+                problems.push(
+                    "SOKO_TLS_CLIENT_CA_FILE: client certificates need SOKO_TLS_CERT_FILE and SOKO_TLS_KEY_FILE".into(),
+                );
+            }
+            None
+        }
+        (Some(_), None) => {
+            problems.push("SOKO_TLS_KEY_FILE: required with SOKO_TLS_CERT_FILE".into());
+            None
+        }
+        (None, Some(_)) => {
+            problems.push("SOKO_TLS_CERT_FILE: required with SOKO_TLS_KEY_FILE".into());
+            None
+        }
+    };
+    let allow_plaintext: bool = parse_or(problems, "SOKO_ALLOW_PLAINTEXT", var("SOKO_ALLOW_PLAINTEXT"), false);
+    if env == Environment::Production && tls.is_none() && !allow_plaintext {
+        problems.push(
+            "SOKO_TLS_CERT_FILE: production needs TLS (SOKO_TLS_CERT_FILE and SOKO_TLS_KEY_FILE), or \
+             SOKO_ALLOW_PLAINTEXT=true when a proxy in front terminates TLS"
+                .into(),
+        );
+    }
+    let health_addr = var("SOKO_HEALTH_ADDR").and_then(|raw| {
+        raw.trim().parse().map_err(|e| problems.push(format!("SOKO_HEALTH_ADDR: `{raw}` is not valid: {e}"))).ok()
+    });
+    let metrics_token = var("SOKO_METRICS_TOKEN").map(|t| Secret::new(t.into_bytes()));
+    if let Some(token) = &metrics_token
+        && token.expose().len() < 16
+    {
+        problems.push("SOKO_METRICS_TOKEN: use at least 16 characters".into());
+    }
+    TransportConfig {
+        tls,
+        health_addr,
+        reflection: parse_or(problems, "SOKO_REFLECTION", var("SOKO_REFLECTION"), env == Environment::Development),
+        metrics_token,
     }
 }
 
@@ -732,23 +807,56 @@ mod tests {
 
     #[test]
     fn production_logs_json_by_default() {
-        let c = config(&[("SOKO_ENV", "production"), ("JWT_SECRET", STRONG)]).unwrap();
+        let c =
+            config(&[("SOKO_ENV", "production"), ("JWT_SECRET", STRONG), ("SOKO_ALLOW_PLAINTEXT", "true")]).unwrap();
         assert_eq!(c.log_format, LogFormat::Json);
     }
 
     #[test]
     fn production_refuses_a_missing_or_weak_jwt_secret() {
         for bad in [None, Some("short"), Some("changeme-changeme-changeme-changeme"), Some(&"a".repeat(40)[..])] {
-            let mut vars = vec![("SOKO_ENV", "production")];
+            let mut vars = vec![("SOKO_ENV", "production"), ("SOKO_ALLOW_PLAINTEXT", "true")];
             if let Some(secret) = bad {
                 vars.push(("JWT_SECRET", secret));
             }
             let err = config(&vars).unwrap_err();
             assert!(err.to_string().contains("JWT_SECRET"), "{bad:?}: {err}");
         }
-        let ok = config(&[("SOKO_ENV", "production"), ("JWT_SECRET", STRONG)]).unwrap();
+        let ok =
+            config(&[("SOKO_ENV", "production"), ("JWT_SECRET", STRONG), ("SOKO_ALLOW_PLAINTEXT", "true")]).unwrap();
         assert!(!format!("{ok:?}").contains(STRONG), "the secret is redacted");
         let dev = config(&[]).unwrap();
         assert!(dev.auth.jwt_secret_generated && dev.auth.jwt_secret.expose().len() == 32);
+    }
+
+    #[test]
+    fn production_refuses_plaintext_unless_a_proxy_terminates_tls() {
+        let err = config(&[("SOKO_ENV", "production"), ("JWT_SECRET", STRONG)]).unwrap_err();
+        assert!(err.to_string().contains("SOKO_ALLOW_PLAINTEXT=true"), "{err}");
+        let tls = config(&[
+            ("SOKO_ENV", "production"),
+            ("JWT_SECRET", STRONG),
+            ("SOKO_TLS_CERT_FILE", "/etc/soko/tls.crt"),
+            ("SOKO_TLS_KEY_FILE", "/etc/soko/tls.key"),
+        ])
+        .unwrap();
+        assert!(tls.transport.tls.is_some());
+        assert!(!tls.transport.reflection, "reflection is off in production unless asked for");
+        assert!(config(&[]).unwrap().transport.reflection, "and on in development");
+    }
+
+    #[test]
+    fn tls_settings_come_in_pairs() {
+        for (vars, key) in [
+            (vec![("SOKO_TLS_CERT_FILE", "c.pem")], "SOKO_TLS_KEY_FILE"),
+            (vec![("SOKO_TLS_KEY_FILE", "k.pem")], "SOKO_TLS_CERT_FILE"),
+            (vec![("SOKO_TLS_CLIENT_CA_FILE", "ca.pem")], "SOKO_TLS_CLIENT_CA_FILE"),
+            (vec![("SOKO_METRICS_TOKEN", "short")], "SOKO_METRICS_TOKEN"),
+        ] {
+            let err = config(&vars).unwrap_err();
+            assert!(err.to_string().contains(key), "{vars:?}: {err}");
+        }
+        let token = config(&[("SOKO_METRICS_TOKEN", "a-metrics-scrape-token")]).unwrap();
+        assert!(!format!("{token:?}").contains("a-metrics-scrape-token"), "the token is redacted");
     }
 }

@@ -16,3 +16,4 @@ pub mod security;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -28,6 +28,29 @@ pub fn router(health: HealthState, db: Db, limiter: Arc<RateLimiter>, search: Ar
         .layer(axum::middleware::map_response(security_headers))
 }
 
+/// `/metrics` behind `Authorization: Bearer <SOKO_METRICS_TOKEN>` when a token is configured:
+/// metric names and labels map the service for whoever can reach the ops port.
+pub fn protect_metrics(router: Router, token: Option<crate::configuration::Secret>) -> Router {
+    let Some(token) = token else { return router };
+    let expected = Arc::new(format!("Bearer {}", String::from_utf8_lossy(token.expose())));
+    router.layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
+        let expected = expected.clone();
+        async move {
+            let allowed = request.uri().path() != "/metrics"
+                || request.headers().get(http::header::AUTHORIZATION).is_some_and(|given| {
+                    crate::security::secrets::constant_time_eq(given.as_bytes(), expected.as_bytes())
+                });
+            if allowed {
+                next.run(request).await
+            } else {
+                let mut refused = (StatusCode::UNAUTHORIZED, "metrics need a bearer token\n").into_response();
+                refused.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+                security_headers(refused).await
+            }
+        }
+    }))
+}
+
 async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
     let headers = response.headers_mut();
     headers.insert("x-content-type-options", http::HeaderValue::from_static("nosniff"));

@@ -3,13 +3,16 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use http::{HeaderName, Method};
+use http::{HeaderName, HeaderValue, Method, header};
 use tokio::net::TcpListener;
 use tonic::{
     codec::CompressionEncoding,
     transport::{Server, server::TcpIncoming},
 };
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    set_header::SetResponseHeaderLayer,
+};
 
 use crate::proto::soko::{
     admin::v1::admin_service_server::AdminServiceServer, auth::v1::auth_service_server::AuthServiceServer,
@@ -48,6 +51,7 @@ use crate::{
     },
     security::{jwt::TokenKeys, password::PasswordHasher},
     store::{Db, PoolSettings},
+    tls::Tls,
 };
 
 /// Why a run ended other than cleanly.
@@ -81,6 +85,9 @@ pub struct Application {
     db: Db,
     grpc_listener: TcpListener,
     ops_listener: TcpListener,
+    /// The plaintext health-only port (`SOKO_HEALTH_ADDR`), for probes that cannot speak TLS.
+    health_listener: Option<TcpListener>,
+    tls: Option<Tls>,
 }
 
 impl Application {
@@ -101,7 +108,20 @@ impl Application {
         let ops_listener = TcpListener::bind(config.ops_addr)
             .await
             .with_context(|| format!("binding ops port {}", config.ops_addr))?;
-        Ok(Self { config, db, grpc_listener, ops_listener })
+        let health_listener = match config.transport.health_addr {
+            Some(addr) => {
+                Some(TcpListener::bind(addr).await.with_context(|| format!("binding the health port {addr}"))?)
+            }
+            None => None,
+        };
+        // Loaded here so that an unusable certificate stops start-up with its path in the message.
+        let tls = config.transport.tls.as_ref().map(Tls::start).transpose().context("setting up TLS")?;
+        Ok(Self { config, db, grpc_listener, ops_listener, health_listener, tls })
+    }
+
+    /// The plaintext health-only port, when `SOKO_HEALTH_ADDR` configured one.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener.as_ref().map(|l| l.local_addr().expect("a bound listener has an address"))
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -120,7 +140,7 @@ impl Application {
     /// listener stops accepting, in-flight calls get until the drain deadline to finish.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
         let (grpc_addr, ops_addr) = (self.grpc_addr(), self.ops_addr());
-        let Self { config, db, grpc_listener, ops_listener } = self;
+        let Self { config, db, grpc_listener, ops_listener, health_listener, tls } = self;
         let health =
             HealthState::new([api::CATALOG_SERVICE, api::SEARCH_SERVICE, api::AUTH_SERVICE, api::ADMIN_SERVICE]);
         let catalog = Catalog::new(db.clone(), config.embedding_dim);
@@ -175,12 +195,20 @@ impl Application {
             .send_compressed(CompressionEncoding::Gzip);
 
         let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+        // Browsers must not sniff a response into something executable, and once a client has
+        // reached us over TLS it should never fall back to plaintext.
+        let hsts = tls.is_some().then(|| HeaderValue::from_static("max-age=31536000; includeSubDomains"));
         let grpc = Server::builder()
             // grpc-web from browsers arrives over HTTP/1.1 as well as HTTP/2.
             .accept_http1(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .max_concurrent_streams(Some(config.limits.max_concurrent_streams))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ))
+            .layer(SetResponseHeaderLayer::if_not_present(header::STRICT_TRANSPORT_SECURITY, hsts))
             .layer(cors_layer(&config))
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(RequestLogLayer)
@@ -190,8 +218,9 @@ impl Application {
             .layer(GateLayer::new(rate_limit))
             .layer(GateLayer::new(authorize))
             .add_service(HealthServer::new(HealthApi::new(health.clone())))
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
+            // Reflection maps the whole API for whoever asks: on for development, opt-in in production.
+            .add_optional_service(config.transport.reflection.then_some(reflection_v1))
+            .add_optional_service(config.transport.reflection.then_some(reflection_v1alpha))
             .add_service(catalog_service)
             .add_service(AuthServiceServer::new(AuthApi::new(accounts.clone())))
             .add_service(AdminServiceServer::new(AdminApi::new(accounts.clone(), api_keys, audit)))
@@ -201,14 +230,34 @@ impl Application {
                     .max_decoding_message_size(config.max_upload_bytes)
                     .accept_compressed(CompressionEncoding::Gzip)
                     .send_compressed(CompressionEncoding::Gzip),
-            )
-            .serve_with_incoming_shutdown(incoming(grpc_listener), async {
-                let _ = grpc_stopped.await;
-            });
+            );
+        let grpc_stopped = async {
+            let _ = grpc_stopped.await;
+        };
+        let grpc: futures_util::future::BoxFuture<'static, Result<(), tonic::transport::Error>> =
+            match &tls {
+                Some(tls) => Box::pin(grpc.serve_with_incoming_shutdown(
+                    crate::tls::incoming(grpc_listener, tls.acceptor.clone()),
+                    grpc_stopped,
+                )),
+                None => Box::pin(grpc.serve_with_incoming_shutdown(incoming(grpc_listener), grpc_stopped)),
+            };
         let mut grpc = tokio::spawn(grpc);
+        // Health alone, in plaintext: what a kubelet's gRPC probe can reach when the main port
+        // wants TLS. It stops with the process; probes see NOT_SERVING as soon as draining starts.
+        let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some(listener) = health_listener {
+            let server = Server::builder()
+                .add_service(HealthServer::new(HealthApi::new(health.clone())))
+                .serve_with_incoming_shutdown(incoming(listener), async {
+                    let _ = health_stopped.await;
+                });
+            tokio::spawn(server);
+        }
 
         let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
-        let ops = axum::serve(ops_listener, ops::router(health.clone(), db.clone(), limiter, search.clone()))
+        let ops_router = ops::router(health.clone(), db.clone(), limiter, search.clone());
+        let ops = axum::serve(ops_listener, ops::protect_metrics(ops_router, config.transport.metrics_token.clone()))
             .with_graceful_shutdown(async {
                 let _ = ops_stopped.await;
             });
@@ -256,6 +305,7 @@ impl Application {
         let drained = tokio::time::timeout(config.shutdown_timeout, grpc).await;
         // Readiness keeps answering 503 until the gRPC side is done.
         let _ = stop_ops.send(());
+        let _ = stop_health.send(());
         let _ = tokio::time::timeout(Duration::from_secs(1), ops).await;
         let _ = follower.await;
         drop(db);

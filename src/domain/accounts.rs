@@ -286,6 +286,19 @@ impl Accounts {
         Ok(())
     }
 
+    /// Identifies an internal service by the account its verified client certificate names (the
+    /// certificate's email or DNS name, or its common name), with the account's current role: a
+    /// demoted account loses its rights at once, whatever the certificate says.
+    pub async fn authenticate_certificate(&self, identity: &str) -> Result<Principal, Error> {
+        let row = self
+            .db
+            .user_by_email(&identity.to_lowercase())
+            .await?
+            .ok_or(Error::Unauthenticated("the client certificate names no Soko account"))?;
+        let user = User::try_from(row)?;
+        Ok(Principal::Certificate { user_id: user.id, role: user.role })
+    }
+
     pub async fn me(&self, ctx: &RequestContext) -> Result<User, Error> {
         let user_id = ctx.principal.user_id().ok_or(Error::Unauthenticated("sign in first"))?;
         let row = self.db.user_by_id(&user_id.to_string()).await?;
@@ -295,8 +308,8 @@ impl Accounts {
     pub async fn change_password(&self, ctx: &RequestContext, current: &str, new: &str) -> Result<(), Error> {
         let (user_id, session_id) = match &ctx.principal {
             Principal::User { user_id, session_id, .. } => (*user_id, *session_id),
-            Principal::ApiKey { .. } => {
-                return Err(Error::PermissionDenied("API keys cannot change passwords".into()));
+            Principal::ApiKey { .. } | Principal::Certificate { .. } => {
+                return Err(Error::PermissionDenied("services cannot change passwords".into()));
             }
             Principal::Anonymous | Principal::System => {
                 return Err(Error::Unauthenticated("sign in first"));

@@ -68,13 +68,21 @@ pub enum Principal {
         user_id: UserId,
         role: Role,
     },
+    /// An internal service presenting a verified client certificate (mTLS), acting as the account
+    /// the certificate names, with that account's current role.
+    Certificate {
+        user_id: UserId,
+        role: Role,
+    },
 }
 
 impl Principal {
     pub fn user_id(&self) -> Option<UserId> {
         match self {
             Self::Anonymous | Self::System => None,
-            Self::User { user_id, .. } | Self::ApiKey { user_id, .. } => Some(*user_id),
+            Self::User { user_id, .. } | Self::ApiKey { user_id, .. } | Self::Certificate { user_id, .. } => {
+                Some(*user_id)
+            }
         }
     }
 
@@ -82,7 +90,7 @@ impl Principal {
         match self {
             Self::Anonymous => None,
             Self::System => Some(Role::Admin),
-            Self::User { role, .. } | Self::ApiKey { role, .. } => Some(*role),
+            Self::User { role, .. } | Self::ApiKey { role, .. } | Self::Certificate { role, .. } => Some(*role),
         }
     }
 
@@ -107,6 +115,7 @@ impl Principal {
             Self::System => "system".into(),
             Self::User { user_id, .. } => format!("user:{user_id}"),
             Self::ApiKey { key_id, .. } => format!("api_key:{key_id}"),
+            Self::Certificate { user_id, .. } => format!("certificate:{user_id}"),
         }
     }
 }

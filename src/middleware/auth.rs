@@ -6,7 +6,10 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use http::HeaderMap;
-use tonic::{Status, transport::server::TcpConnectInfo};
+use tonic::{
+    Status,
+    transport::server::{TcpConnectInfo, TlsConnectInfo},
+};
 
 use super::{
     client_ip::{Cidr, client_ip},
@@ -63,9 +66,12 @@ fn credentials(headers: &HeaderMap) -> Credentials<'_> {
 }
 
 impl Identify {
-    async fn principal(&self, headers: &HeaderMap) -> Result<Principal, Error> {
+    async fn principal(&self, headers: &HeaderMap, certificate: Option<&str>) -> Result<Principal, Error> {
         match credentials(headers) {
-            Credentials::None => Ok(Principal::Anonymous),
+            Credentials::None => match certificate {
+                Some(identity) => self.accounts.authenticate_certificate(identity).await,
+                None => Ok(Principal::Anonymous),
+            },
             Credentials::Bearer(token) => self.accounts.authenticate_access_token(token),
             Credentials::ApiKey(key) => self.api_keys.authenticate(key).await,
             Credentials::Malformed => Err(Error::Unauthenticated("authorization must be `Bearer <access token>`")),
@@ -78,14 +84,14 @@ impl Gate for Identify {
         if policy::is_exempt(request.uri().path()) {
             return Ok(Admit::default());
         }
-        let peer = request.extensions().get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr);
+        let (peer, certificate) = peer(request.extensions());
         let client_ip = client_ip(peer.as_ref().map(SocketAddr::ip), request.headers(), &self.trusted_proxies)
             .map(|ip| ip.to_string())
             .unwrap_or_default();
         let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
         // Invalid credentials are refused even on public methods: a client sending a bad token
         // has a bug it should hear about, not silently become anonymous.
-        let principal = match self.principal(request.headers()).await {
+        let principal = match self.principal(request.headers(), certificate.as_deref()).await {
             Ok(principal) => principal,
             Err(e) => {
                 let status = Status::from(e);
@@ -96,6 +102,21 @@ impl Gate for Identify {
         };
         request.extensions_mut().insert(RequestContext { principal, client_ip, request_id });
         Ok(Admit::default())
+    }
+}
+
+/// The peer's address, and over TLS the identity its verified client certificate names. Tokens
+/// and API keys sent on an mTLS connection take precedence over the certificate.
+fn peer(extensions: &http::Extensions) -> (Option<SocketAddr>, Option<String>) {
+    if let Some(tcp) = extensions.get::<TcpConnectInfo>() {
+        return (tcp.remote_addr(), None);
+    }
+    match extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
+        Some(tls) => (
+            tls.get_ref().remote_addr(),
+            tls.peer_certs().and_then(|chain| chain.first().and_then(crate::tls::client_identity)),
+        ),
+        None => (None, None),
     }
 }
 

@@ -119,14 +119,17 @@ impl RateLimit {
         // `{subject}` is a Redis Cluster hash tag: one caller's buckets live on one shard.
         let mut base = String::with_capacity(self.config.key_prefix.len() + 64);
         let _ = match principal {
-            Principal::User { user_id, .. } => write!(base, "{}:rl:{{user:{user_id}}}:", self.config.key_prefix),
+            Principal::User { user_id, .. } | Principal::Certificate { user_id, .. } => {
+                write!(base, "{}:rl:{{user:{user_id}}}:", self.config.key_prefix)
+            }
             Principal::ApiKey { key_id, .. } => write!(base, "{}:rl:{{key:{key_id}}}:", self.config.key_prefix),
             Principal::Anonymous | Principal::System => {
                 write!(base, "{}:rl:{{ip:{client_ip}}}:", self.config.key_prefix)
             }
         };
         let global = match principal {
-            Principal::ApiKey { .. } => self.config.api_key,
+            // Services, whether they present a key or a certificate, call more than people do.
+            Principal::ApiKey { .. } | Principal::Certificate { .. } => self.config.api_key,
             _ => self.config.global,
         };
         let mut buckets = Vec::with_capacity(2);

@@ -13,4 +13,5 @@ mod search_cache;
 mod server;
 mod shutdown;
 mod snapshot;
+mod tls;
 mod vector_recall;

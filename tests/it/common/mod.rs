@@ -272,6 +272,9 @@ pub fn test_config(database_url: &str, overrides: &[(&str, &str)]) -> Config {
         // Servers in one test run share the working directory; the snapshot tests give theirs a
         // directory of its own.
         ("SOKO_SNAPSHOT_INTERVAL_SECS".into(), "0".into()),
+        // Test servers speak plaintext on loopback, production-mode ones included; the TLS tests
+        // configure certificates.
+        ("SOKO_ALLOW_PLAINTEXT".into(), "true".into()),
     ];
     for (k, v) in overrides {
         vars.retain(|(key, _)| key != k);
