@@ -292,6 +292,9 @@ pub struct TransportConfig {
     pub reflection: bool,
     /// `SOKO_METRICS_TOKEN`: when set, `/metrics` wants `Authorization: Bearer <token>`.
     pub metrics_token: Option<Secret>,
+    /// `SOKO_REDIS_CA_FILE`: the CA that signed Redis's certificate, for `rediss://` URLs when it
+    /// is not in the system's roots.
+    pub redis_ca_file: Option<PathBuf>,
 }
 
 /// All the problems found in the environment, one per line.
@@ -675,6 +678,7 @@ fn transport(var: &impl Fn(&str) -> Option<String>, env: Environment, problems: 
         health_addr,
         reflection: parse_or(problems, "SOKO_REFLECTION", var("SOKO_REFLECTION"), env == Environment::Development),
         metrics_token,
+        redis_ca_file: var("SOKO_REDIS_CA_FILE").map(PathBuf::from),
     }
 }
 

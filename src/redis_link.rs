@@ -33,7 +33,23 @@ pub struct RedisLink {
 impl RedisLink {
     /// Connects lazily: nothing is dialled until the first call.
     pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let manager = RedisConnectionManager::new(url)?;
+        Self::with_ca(url, timeout, None)
+    }
+
+    /// As [`RedisLink::new`]; a `rediss://` URL verifies Redis's certificate against the system
+    /// roots, or against `ca_file` when Redis has a certificate from a private CA (managed Redis
+    /// services and in-cluster CAs usually do).
+    pub fn with_ca(url: &str, timeout: Duration, ca_file: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let info = match ca_file {
+            None => redis::IntoConnectionInfo::into_connection_info(url)?,
+            Some(path) => {
+                let root_cert = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) };
+                redis::Client::build_with_tls(url, certificates)?.get_connection_info().clone()
+            }
+        };
+        let manager = RedisConnectionManager::new(info)?;
         let pool = bb8::Pool::builder()
             .max_size(2)
             // A dead Redis must cost a call milliseconds, not bb8's default 30 s.

@@ -149,7 +149,10 @@ impl Application {
             .rate_limits
             .redis_url
             .as_ref()
-            .map(|url| RedisLink::new(&url.0, config.rate_limits.redis_timeout).map(Arc::new))
+            .map(|url| {
+                RedisLink::with_ca(&url.0, config.rate_limits.redis_timeout, config.transport.redis_ca_file.as_deref())
+                    .map(Arc::new)
+            })
             .transpose()
             .context("setting up Redis")?;
         let search_cache = SearchCache::new(

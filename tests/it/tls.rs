@@ -339,3 +339,82 @@ async fn grpc_web_responses_say_nosniff() {
     assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(response.header("strict-transport-security"), None, "HSTS only over TLS");
 }
+
+/// A Redis of this test's own that speaks only TLS, with a certificate from `pki`.
+struct TlsRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsRedis {
+    async fn start(dir: &Path, pki: &Pki) -> Self {
+        let pair = pki.server("redis");
+        std::fs::write(dir.join("redis.crt"), &pair.cert_pem).unwrap();
+        std::fs::write(dir.join("redis.key"), &pair.key_pem).unwrap();
+        std::fs::write(dir.join("ca.crt"), &pki.ca_pem).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let path = |name: &str| dir.join(name).display().to_string();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1", "::1"])
+            .args(["--tls-cert-file", &path("redis.crt"), "--tls-key-file", &path("redis.key")])
+            .args(["--tls-ca-cert-file", &path("ca.crt"), "--tls-auth-clients", "no"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)");
+        let started = tokio::time::Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "redis-server with TLS did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { child, port }
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_shared_through_redis_over_tls_and_an_unknown_ca_is_refused() {
+    use soko::proto::catalog::ListCategoriesRequest;
+
+    use crate::common::http;
+    let dir = tempdir("redis-tls");
+    let pki = Pki::new();
+    let redis = TlsRedis::start(&dir, &pki).await;
+    let url = format!("rediss://localhost:{}", redis.port);
+    let ca = dir.join("ca.crt").display().to_string();
+    let prefix = format!("tls{}", uuid::Uuid::new_v4().simple());
+    let vars = [
+        ("REDIS_URL", url.as_str()),
+        ("SOKO_REDIS_CA_FILE", ca.as_str()),
+        ("SOKO_REDIS_KEY_PREFIX", prefix.as_str()),
+        ("SOKO_REDIS_TIMEOUT_MS", "2000"),
+        ("SOKO_RATE_LIMIT_GLOBAL", "3/min"),
+    ];
+    let app = spawn_app_with(Backend::Sqlite, &vars).await;
+    let mut refused = None;
+    for _ in 0..6 {
+        if let Err(status) = app.catalog_as(None).list_categories(ListCategoriesRequest {}).await {
+            refused = Some(status);
+            break;
+        }
+    }
+    assert_eq!(refused.map(|s| s.code()), Some(Code::ResourceExhausted), "the quota is enforced");
+    let ready = http::request(app.ops_addr, "GET", "/health/ready", &[], b"").await;
+    let ready: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+    assert_eq!(ready["checks"]["rate_limiter"]["backend"], "redis", "{ready}");
+    assert_eq!(ready["checks"]["rate_limiter"]["degraded"], false, "Redis answered over TLS: {ready}");
+
+    // Without our CA the system roots do not know Redis's certificate: the limiter degrades to
+    // local limits instead of talking to an unverified server.
+    let unverified = spawn_app_with(Backend::Sqlite, &vars[..1]).await;
+    let _ = unverified.catalog_as(None).list_categories(ListCategoriesRequest {}).await;
+    let ready = http::request(unverified.ops_addr, "GET", "/health/ready", &[], b"").await;
+    let ready: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+    assert_eq!(ready["checks"]["rate_limiter"]["degraded"], true, "{ready}");
+}
