@@ -278,6 +278,8 @@ pub struct Config {
     pub search_cache_ttl: Duration,
     /// Transport security and what the ports expose.
     pub transport: TransportConfig,
+    /// Where backups go, how often they are taken and how long they are kept.
+    pub backups: crate::backup::BackupConfig,
 }
 
 /// TLS on the gRPC port, the plaintext health port for probes, and what production exposes.
@@ -594,6 +596,25 @@ impl Config {
 
         let transport = transport(&var, env, &mut problems);
 
+        let backup_secs: u64 =
+            parse_or(&mut problems, "SOKO_BACKUP_INTERVAL_SECS", var("SOKO_BACKUP_INTERVAL_SECS"), 86_400);
+        if backup_secs != 0 && !(60..=30 * 86_400).contains(&backup_secs) {
+            problems.push(format!(
+                "SOKO_BACKUP_INTERVAL_SECS: {backup_secs} is outside 60..=2592000 (0 turns the schedule off)"
+            ));
+        }
+        let retention_days: u64 =
+            parse_or(&mut problems, "SOKO_BACKUP_RETENTION_DAYS", var("SOKO_BACKUP_RETENTION_DAYS"), 30);
+        if !(1..=3650).contains(&retention_days) {
+            problems.push(format!("SOKO_BACKUP_RETENTION_DAYS: {retention_days} is outside 1..=3650"));
+        }
+        let backups = crate::backup::BackupConfig {
+            dir: var("SOKO_BACKUP_DIR").map(PathBuf::from).unwrap_or_else(|| data_dir.join("backups")),
+            interval: (backup_secs > 0).then(|| Duration::from_secs(backup_secs)),
+            retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
+            keep_min: parse_or(&mut problems, "SOKO_BACKUP_KEEP_MIN", var("SOKO_BACKUP_KEEP_MIN"), 7),
+        };
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -621,6 +642,7 @@ impl Config {
             snapshots,
             search_cache_ttl: Duration::from_secs(search_cache_secs),
             transport,
+            backups,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Soko: a marketplace backend served over gRPC.
 
 pub mod api;
+pub mod backup;
 pub mod configuration;
 pub mod demo;
 pub mod domain;

@@ -1,4 +1,5 @@
-//! The `soko` command: `serve` runs the server, `migrate` applies database migrations.
+//! The `soko` command: `serve` runs the server, `migrate` applies database migrations, `backup`
+//! takes, checks and restores backups.
 
 use std::process::ExitCode;
 
@@ -21,9 +22,14 @@ commands:
   admin create-user --email EMAIL [--role admin|seller|buyer]
                    create an account (default role: admin); the password is read from
                    SOKO_NEW_USER_PASSWORD if set, otherwise from the first line of standard input
+{backup}
   help             show this message
 
 Configuration comes from the environment; see .env.example.";
+
+fn usage() -> String {
+    USAGE.replace("{backup}", soko::backup::cli::USAGE)
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -36,12 +42,19 @@ async fn main() -> ExitCode {
         ["admin", "create-user", rest @ ..] => match parse_create_user(rest) {
             Some((email, role)) => Command::CreateUser { email, role },
             None => {
-                eprintln!("{USAGE}");
+                eprintln!("{}", usage());
+                return ExitCode::from(2);
+            }
+        },
+        ["backup", rest @ ..] => match soko::backup::cli::Command::parse(rest) {
+            Some(command) => Command::Backup(command),
+            None => {
+                eprintln!("{}", usage());
                 return ExitCode::from(2);
             }
         },
         ["help" | "--help" | "-h"] => {
-            println!("{USAGE}");
+            println!("{}", usage());
             return ExitCode::SUCCESS;
         }
         ["--version" | "-V"] => {
@@ -49,7 +62,7 @@ async fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         _ => {
-            eprintln!("{USAGE}");
+            eprintln!("{}", usage());
             return ExitCode::from(2);
         }
     };
@@ -65,6 +78,7 @@ async fn main() -> ExitCode {
         Command::Serve { demo } => serve(config, demo).await,
         Command::Migrate => migrate(config).await,
         Command::CreateUser { email, role } => create_user(config, &email, role).await,
+        Command::Backup(command) => soko::backup::cli::run(&config, command).await,
     }
 }
 
@@ -72,6 +86,7 @@ enum Command {
     Serve { demo: bool },
     Migrate,
     CreateUser { email: String, role: Role },
+    Backup(soko::backup::cli::Command),
 }
 
 fn parse_create_user(args: &[&str]) -> Option<(String, Role)> {

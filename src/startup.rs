@@ -197,6 +197,10 @@ impl Application {
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
 
+        let backups = crate::backup::Backups::new(db.clone(), config.backups.clone());
+        let (stop_backups, backups_stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(backups.clone().schedule(backups_stopped));
+
         let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
         // Browsers must not sniff a response into something executable, and once a client has
         // reached us over TLS it should never fall back to plaintext.
@@ -226,7 +230,7 @@ impl Application {
             .add_optional_service(config.transport.reflection.then_some(reflection_v1alpha))
             .add_service(catalog_service)
             .add_service(AuthServiceServer::new(AuthApi::new(accounts.clone())))
-            .add_service(AdminServiceServer::new(AdminApi::new(accounts.clone(), api_keys, audit)))
+            .add_service(AdminServiceServer::new(AdminApi::new(accounts.clone(), api_keys, audit, backups)))
             .add_service(
                 // SearchByImage carries a photo of up to 10 MiB: this service alone takes uploads.
                 SearchServiceServer::new(SearchApi::new(search.clone(), embedder))
@@ -305,6 +309,7 @@ impl Application {
         health.begin_shutdown();
         let _ = stop_grpc.send(());
         let _ = stop_search.send(());
+        let _ = stop_backups.send(());
         let drained = tokio::time::timeout(config.shutdown_timeout, grpc).await;
         // Readiness keeps answering 503 until the gRPC side is done.
         let _ = stop_ops.send(());

@@ -10,6 +10,7 @@ use super::{
     timestamp,
 };
 use crate::{
+    backup::{self, BackupInfo, Backups},
     domain::{
         Error,
         accounts::Accounts,
@@ -25,11 +26,12 @@ pub struct AdminApi {
     accounts: Accounts,
     api_keys: ApiKeys,
     audit: Audit,
+    backups: Backups,
 }
 
 impl AdminApi {
-    pub fn new(accounts: Accounts, api_keys: ApiKeys, audit: Audit) -> Self {
-        Self { accounts, api_keys, audit }
+    pub fn new(accounts: Accounts, api_keys: ApiKeys, audit: Audit, backups: Backups) -> Self {
+        Self { accounts, api_keys, audit, backups }
     }
 
     /// Records the call in the audit log and converts its result.
@@ -75,6 +77,31 @@ fn audit_event_to_proto(e: AuditEvent) -> pb::AuditEvent {
         client_ip: e.client_ip,
         request_id: e.request_id,
         details: e.details.into_iter().collect(),
+    }
+}
+
+fn backup_to_proto(b: BackupInfo) -> pb::Backup {
+    let ts = |micros| timestamp(crate::domain::product::Timestamp(micros));
+    pb::Backup {
+        id: b.id,
+        state: match b.state {
+            backup::State::Running => pb::BackupState::Running,
+            backup::State::Succeeded => pb::BackupState::Succeeded,
+            backup::State::Failed => pb::BackupState::Failed,
+        } as i32,
+        trigger: match b.trigger {
+            backup::Trigger::Scheduled => pb::BackupTrigger::Scheduled,
+            backup::Trigger::Manual => pb::BackupTrigger::Manual,
+        } as i32,
+        create_time: ts(b.created_at),
+        end_time: b.finished_at.and_then(ts),
+        expire_time: ts(b.expires_at),
+        size_bytes: i64::try_from(b.size).unwrap_or(i64::MAX),
+        sha256: b.sha256,
+        location: b.location,
+        error_message: b.error,
+        schema_version: b.schema_version,
+        row_counts: b.tables.into_iter().map(|t| (t.name, i64::try_from(t.rows).unwrap_or(i64::MAX))).collect(),
     }
 }
 
@@ -206,15 +233,34 @@ impl AdminService for AdminApi {
 
     async fn create_backup(
         &self,
-        _: Request<pb::CreateBackupRequest>,
+        request: Request<pb::CreateBackupRequest>,
     ) -> Result<Response<pb::CreateBackupResponse>, Status> {
-        Err(not_ours("CreateBackup"))
+        let ctx = context(&request);
+        let r = request.into_inner();
+        let result = self.backups.request(&r.reason);
+        let resource = match &result {
+            Ok(b) => format!("backups/{}", b.id),
+            Err(_) => "backups".to_owned(),
+        };
+        let backup = self.audited(&ctx, "CreateBackup", &resource, &r.reason, &[], result).await?;
+        Ok(Response::new(pb::CreateBackupResponse { backup: Some(backup_to_proto(backup)) }))
     }
 
     async fn list_backups(
         &self,
-        _: Request<pb::ListBackupsRequest>,
+        request: Request<pb::ListBackupsRequest>,
     ) -> Result<Response<pb::ListBackupsResponse>, Status> {
-        Err(not_ours("ListBackups"))
+        let ctx = context(&request);
+        let r = request.into_inner();
+        let backups = self.backups.clone();
+        // Listing reads a directory: keep it off the async workers.
+        let result = tokio::task::spawn_blocking(move || backups.list_page(r.page_size, &r.page_token))
+            .await
+            .unwrap_or_else(|e| Err(Error::Unexpected(anyhow::anyhow!("listing backups panicked: {e}"))));
+        let (list, next) = self.audited(&ctx, "ListBackups", "backups", "", &[], result).await?;
+        Ok(Response::new(pb::ListBackupsResponse {
+            backups: list.into_iter().map(backup_to_proto).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
     }
 }

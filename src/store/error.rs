@@ -14,6 +14,9 @@ pub enum StoreError {
     UniqueViolation(String),
     #[error("foreign key violated: {0}")]
     ForeignKeyViolation(String),
+    /// A restore found data it would overwrite (this many rows) and was not told to replace it.
+    #[error("the database is not empty ({0} rows)")]
+    NotEmpty(i64),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

@@ -4,8 +4,10 @@
 //! every backend runs the same statements. Nothing here knows about gRPC.
 
 pub mod auth;
+pub mod backup;
 pub mod catalog;
 mod error;
+pub mod lease;
 mod schema;
 
 use std::{sync::Arc, time::Duration};

@@ -105,6 +105,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    leases (name) {
+        name -> Text,
+        holder -> Text,
+        expires_at -> BigInt,
+    }
+}
+
 diesel::joinable!(products -> sellers (seller_id));
 diesel::joinable!(sellers -> users (owner_user_id));
 diesel::joinable!(sessions -> users (user_id));
@@ -120,5 +128,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     sessions,
     refresh_tokens,
     api_keys,
-    audit_events
+    audit_events,
+    leases
 );

@@ -4,6 +4,7 @@
 #[macro_use]
 mod common;
 mod auth;
+mod backup;
 mod catalog;
 mod image_search;
 mod outage;

@@ -272,6 +272,15 @@ pub fn test_config(database_url: &str, overrides: &[(&str, &str)]) -> Config {
         // Servers in one test run share the working directory; the snapshot tests give theirs a
         // directory of its own.
         ("SOKO_SNAPSHOT_INTERVAL_SECS".into(), "0".into()),
+        // Backups only when a test asks, each server into a directory of its own.
+        ("SOKO_BACKUP_INTERVAL_SECS".into(), "0".into()),
+        (
+            "SOKO_BACKUP_DIR".into(),
+            std::env::temp_dir()
+                .join(format!("soko_backups_{}", uuid::Uuid::new_v4().simple()))
+                .to_string_lossy()
+                .into(),
+        ),
         // Test servers speak plaintext on loopback, production-mode ones included; the TLS tests
         // configure certificates.
         ("SOKO_ALLOW_PLAINTEXT".into(), "true".into()),
