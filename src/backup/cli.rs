@@ -145,7 +145,9 @@ async fn execute(config: &Config, command: Command) -> Result<(), BackupError> {
                 verified.total_rows(),
                 started.elapsed().as_secs_f64()
             );
-            println!("before starting servers on it, empty each replica's SOKO_SNAPSHOT_DIR: the search index rebuilds from the restored outbox");
+            println!(
+                "before starting servers on it, empty each replica's SOKO_SNAPSHOT_DIR: the search index rebuilds from the restored outbox"
+            );
         }
         Command::Prune => {
             let backups = Backups::new(connect(config)?, config.backups.clone());
