@@ -172,7 +172,9 @@ async fn main() {
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("synthetic.jsonl.gz");
     let started = Instant::now();
-    synthetic_backup(&file, n);
+    // The archive writer blocks on its channel, as it does on the server's blocking threads.
+    let synthetic = file.clone();
+    tokio::task::spawn_blocking(move || synthetic_backup(&synthetic, n)).await.expect("synthetic backup");
     let size = std::fs::metadata(&file).expect("file").len();
     println!(
         "backup bench: {n} products with {DIM}-d embeddings (+{n} outbox events), file {:.1} MB, made in {:.1} s, peak RSS {:.0} MiB",
