@@ -15,7 +15,7 @@ use crate::{
         Error,
         accounts::Accounts,
         api_keys::{ApiKey, ApiKeys},
-        audit::{Audit, AuditEvent},
+        audit::{Audit, AuditEvent, check_reason},
         auth::RequestContext,
     },
     proto::soko::admin::v1::{self as pb, admin_service_server::AdminService},
@@ -131,7 +131,10 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::SetUserRoleResponse>, Status> {
         let ctx = context(&request);
         let r = request.into_inner();
-        let result = self.accounts.set_role(&ctx, &r.user_id, role_from_proto(r.role)).await;
+        let result = match check_reason(&r.reason) {
+            Ok(()) => self.accounts.set_role(&ctx, &r.user_id, role_from_proto(r.role)).await,
+            Err(e) => Err(e),
+        };
         let details = match &result {
             Ok((user, old)) => vec![
                 ("old_role", role_to_proto(*old).as_str_name().to_owned()),
@@ -150,8 +153,12 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
         let ctx = context(&request);
         let r = request.into_inner();
-        let result =
-            self.api_keys.create(&r.user_id, &r.display_name, r.expire_time.as_ref().map(from_timestamp)).await;
+        let result = match check_reason(&r.reason) {
+            Ok(()) => {
+                self.api_keys.create(&r.user_id, &r.display_name, r.expire_time.as_ref().map(from_timestamp)).await
+            }
+            Err(e) => Err(e),
+        };
         let resource = match &result {
             Ok((key, _)) => format!("api_keys/{}", key.id),
             Err(_) => format!("users/{}", r.user_id),
@@ -166,7 +173,10 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
         let ctx = context(&request);
         let r = request.into_inner();
-        let result = self.api_keys.revoke(&r.id).await;
+        let result = match check_reason(&r.reason) {
+            Ok(()) => self.api_keys.revoke(&r.id).await,
+            Err(e) => Err(e),
+        };
         let key = self.audited(&ctx, "RevokeApiKey", &format!("api_keys/{}", r.id), &r.reason, &[], result).await?;
         Ok(Response::new(pb::RevokeApiKeyResponse { api_key: Some(api_key_to_proto(key)) }))
     }

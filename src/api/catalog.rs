@@ -143,7 +143,7 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<pb::GetProductRequest>,
     ) -> Result<Response<pb::GetProductResponse>, Status> {
-        let product = self.catalog.get_product(&request.into_inner().id).await?;
+        let product = self.catalog.get_product(&context(&request), &request.into_inner().id).await?;
         Ok(Response::new(pb::GetProductResponse { product: Some(product_to_proto(product)) }))
     }
 
@@ -151,7 +151,8 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<pb::BatchGetProductsRequest>,
     ) -> Result<Response<pb::BatchGetProductsResponse>, Status> {
-        let (products, missing_ids) = self.catalog.batch_get_products(&request.into_inner().ids).await?;
+        let ctx = context(&request);
+        let (products, missing_ids) = self.catalog.batch_get_products(&ctx, &request.into_inner().ids).await?;
         Ok(Response::new(pb::BatchGetProductsResponse {
             products: products.into_iter().map(product_to_proto).collect(),
             missing_ids,
@@ -162,6 +163,7 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<pb::ListProductsRequest>,
     ) -> Result<Response<pb::ListProductsResponse>, Status> {
+        let ctx = context(&request);
         let request = request.into_inner();
         let filter = request.filter.unwrap_or_default();
         let sort = match pb::ProductSort::try_from(request.sort) {
@@ -174,12 +176,15 @@ impl CatalogService for CatalogApi {
         };
         let page = self
             .catalog
-            .list_products(&ListRequest {
-                filter: filter_input(filter),
-                sort: Some(sort),
-                page_size: request.page_size,
-                page_token: request.page_token,
-            })
+            .list_products(
+                &ctx,
+                &ListRequest {
+                    filter: filter_input(filter),
+                    sort: Some(sort),
+                    page_size: request.page_size,
+                    page_token: request.page_token,
+                },
+            )
             .await?;
         Ok(Response::new(pb::ListProductsResponse {
             products: page.products.into_iter().map(product_to_proto).collect(),

@@ -91,12 +91,7 @@ const PAGE_SCOPE: &str = "backups";
 impl Backups {
     /// Starts a backup for an operator; `reason` goes to the audit log and the record.
     pub fn request(&self, reason: &str) -> Result<BackupInfo, crate::domain::Error> {
-        if reason.chars().count() > crate::domain::audit::MAX_REASON_CHARS {
-            return Err(crate::domain::Error::invalid(
-                "reason",
-                format!("must be at most {} characters", crate::domain::audit::MAX_REASON_CHARS),
-            ));
-        }
+        crate::domain::audit::check_reason(reason)?;
         Ok(self.start(Trigger::Manual, reason)?)
     }
 

@@ -64,6 +64,16 @@ pub struct Audit {
 /// Free-text `reason` fields are capped so the log can't be used to store arbitrary data.
 pub const MAX_REASON_CHARS: usize = 500;
 
+/// Refuses a `reason` over the documented limit. Refusing rather than cutting it keeps the audit
+/// log from silently recording something other than what the operator wrote.
+pub fn check_reason(reason: &str) -> Result<(), Error> {
+    let n = reason.chars().count();
+    if n > MAX_REASON_CHARS {
+        return Err(Error::invalid("reason", format!("must have at most {MAX_REASON_CHARS} characters (has {n})")));
+    }
+    Ok(())
+}
+
 impl Audit {
     pub fn new(db: Db) -> Self {
         Self { db }

@@ -8,7 +8,7 @@ use super::{
     listing::{self, Cursor, FilterInput, ListQuery, ProductSort},
     product::{
         self, Category, CategoryId, Money, Product, ProductId, ProductInput, ProductPatch, ProductStatus, Seller,
-        SellerId, StatusInput, Timestamp,
+        SellerId, StatusInput, Timestamp, Visibility,
     },
 };
 use crate::store::{Db, StoreError, catalog::WriteError};
@@ -107,17 +107,23 @@ impl Catalog {
         self.db.get_seller(id).await?.ok_or_else(|| Error::NotFound { resource: "seller", id: id.to_string() })
     }
 
-    pub async fn get_product(&self, id: &str) -> Result<Product, Error> {
+    /// A product the caller may see; one they may not (another seller's draft) is NOT_FOUND.
+    pub async fn get_product(&self, ctx: &RequestContext, id: &str) -> Result<Product, Error> {
         let id: ProductId = parse_id("id", id)?;
         self.db
-            .get_products(&[id])
+            .get_products(&[id], Visibility::of(&ctx.principal))
             .await?
             .pop()
             .ok_or_else(|| Error::NotFound { resource: "product", id: id.to_string() })
     }
 
-    /// Returns the live products among `ids` in request order, and the ids that were not found.
-    pub async fn batch_get_products(&self, ids: &[String]) -> Result<(Vec<Product>, Vec<String>), Error> {
+    /// Returns the live products among `ids` that the caller may see, in request order, and the
+    /// ids that were not found (or may not be seen: the two are indistinguishable on purpose).
+    pub async fn batch_get_products(
+        &self,
+        ctx: &RequestContext,
+        ids: &[String],
+    ) -> Result<(Vec<Product>, Vec<String>), Error> {
         if ids.is_empty() || ids.len() > MAX_BATCH_GET {
             return Err(Error::invalid("ids", format!("must have 1–{MAX_BATCH_GET} entries (has {})", ids.len())));
         }
@@ -130,7 +136,7 @@ impl Catalog {
             .filter(|id| seen.insert(*id))
             .collect();
         v.finish()?;
-        let mut found = self.db.get_products(&wanted).await?;
+        let mut found = self.db.get_products(&wanted, Visibility::of(&ctx.principal)).await?;
         let mut products = Vec::with_capacity(found.len());
         let mut missing = Vec::new();
         for id in wanted {
@@ -142,7 +148,9 @@ impl Catalog {
         Ok((products, missing))
     }
 
-    pub async fn list_products(&self, request: &ListRequest) -> Result<Page, Error> {
+    /// One page of the products the caller may see that match the filter. Filtering on a
+    /// private status lists only the caller's own products in it (all of them, for admins).
+    pub async fn list_products(&self, ctx: &RequestContext, request: &ListRequest) -> Result<Page, Error> {
         let mut v = Violations::default();
         let filter = listing::parse_filter(&mut v, &request.filter);
         let limit = v.check("page_size", listing::page_size(request.page_size));
@@ -157,8 +165,16 @@ impl Catalog {
         let limit = limit.unwrap_or(listing::DEFAULT_PAGE_SIZE);
 
         // One extra row tells whether another page exists without a second query.
-        let mut products =
-            self.db.list_products(&ListQuery { filter: filter.clone(), sort, after, limit: limit + 1 }).await?;
+        let mut products = self
+            .db
+            .list_products(&ListQuery {
+                filter: filter.clone(),
+                visibility: Visibility::of(&ctx.principal),
+                sort,
+                after,
+                limit: limit + 1,
+            })
+            .await?;
         let next_page_token = (products.len() > limit).then(|| {
             products.truncate(limit);
             let last = products.last().expect("limit is at least 1");

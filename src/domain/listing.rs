@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     error::Violations,
-    product::{CategoryId, Currency, ProductId, ProductStatus, SellerId, StatusInput},
+    product::{CategoryId, Currency, ProductId, ProductStatus, SellerId, StatusInput, Visibility},
 };
 
 pub const DEFAULT_PAGE_SIZE: usize = 20;
@@ -112,6 +112,7 @@ pub struct Cursor {
 #[derive(Debug, Clone)]
 pub struct ListQuery {
     pub filter: ProductFilter,
+    pub visibility: Visibility,
     pub sort: ProductSort,
     pub after: Option<Cursor>,
     pub limit: usize,

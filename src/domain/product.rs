@@ -192,6 +192,37 @@ impl ProductStatus {
             _ => None,
         }
     }
+
+    /// Whether anyone may read a product in this status. A draft is "being prepared by the
+    /// seller; not shown to buyers". An archived product stays readable because orders refer
+    /// to it ("kept for order history").
+    pub fn is_public(self) -> bool {
+        match self {
+            Self::Draft => false,
+            Self::Active | Self::Archived => true,
+        }
+    }
+
+    /// The statuses only a product's seller and admins may read.
+    pub fn private() -> impl Iterator<Item = Self> {
+        [Self::Draft, Self::Active, Self::Archived].into_iter().filter(|s| !s.is_public())
+    }
+}
+
+/// Which products a reader may see. Everything else reads as absent (NOT_FOUND, missing from
+/// batches and listings), so a draft's existence doesn't leak either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// Admins and the system.
+    Everything,
+    /// Products in a public status, plus every product of the sellers this user owns.
+    PublicAndOwnedBy(Option<super::auth::UserId>),
+}
+
+impl Visibility {
+    pub fn of(principal: &super::auth::Principal) -> Self {
+        if principal.is_admin() { Self::Everything } else { Self::PublicAndOwnedBy(principal.user_id()) }
+    }
 }
 
 /// A status as a client sent it: possibly unset, possibly a value this server doesn't know.

@@ -29,7 +29,7 @@ use text::TextIndex;
 use vector::{HnswParams, VectorIndex};
 
 use crate::{
-    domain::product::{ProductId, ProductStatus},
+    domain::product::{ProductId, ProductStatus, Visibility},
     store::{Db, StoreError},
 };
 
@@ -132,7 +132,7 @@ impl SearchEngine {
             // for a bulk build. Otherwise they go in now, with the text, so both agree.
             let backlog = !pending.is_empty() || events.len() as i64 >= BATCH;
             if !ids.is_empty() {
-                let live = self.db.get_products(&ids).await?;
+                let live = self.db.get_products(&ids, Visibility::Everything).await?;
                 let mut index = self.text.write().expect("index lock");
                 let mut vectors = self.vectors.write().expect("index lock");
                 for id in &ids {

@@ -11,8 +11,39 @@ use super::{
 use crate::domain::{
     auth::UserId,
     listing::{ListQuery, ProductSort},
-    product::{Category, Money, Product, ProductId, ProductPatch, ProductStatus, Seller, SellerId, Timestamp},
+    product::{
+        Category, Money, Product, ProductId, ProductPatch, ProductStatus, Seller, SellerId, Timestamp, Visibility,
+    },
 };
+
+/// Narrows a boxed products query to what a [`Visibility`] lets the reader see: public
+/// statuses, or any status for products of sellers the reader owns (one subquery, so a listing
+/// stays one statement).
+macro_rules! visible {
+    ($q:ident, $visibility:expr, $private:expr, $owner:expr) => {
+        match ($visibility, $owner) {
+            (Visibility::Everything, _) => {}
+            (Visibility::PublicAndOwnedBy(_), Some(owner)) => {
+                let owned = sellers::table.filter(sellers::owner_user_id.eq(owner)).select(sellers::id);
+                $q = $q.filter(products::status.ne_all($private).or(products::seller_id.eq_any(owned)));
+            }
+            (Visibility::PublicAndOwnedBy(_), None) => {
+                $q = $q.filter(products::status.ne_all($private));
+            }
+        }
+    };
+}
+
+fn private_statuses() -> Vec<&'static str> {
+    ProductStatus::private().map(ProductStatus::as_str).collect()
+}
+
+fn visibility_owner(visibility: Visibility) -> Option<String> {
+    match visibility {
+        Visibility::PublicAndOwnedBy(Some(user)) => Some(user.to_string()),
+        _ => None,
+    }
+}
 
 /// Checks, inside the write's transaction, that the referenced category (and seller) exist, so
 /// the caller learns which reference is wrong; a foreign-key error would not say. A macro rather
@@ -287,15 +318,16 @@ impl Db {
     }
 
     /// Live (not deleted) products with these ids, in no particular order.
-    pub async fn get_products(&self, ids: &[ProductId]) -> Result<Vec<Product>, StoreError> {
+    /// The live products among `ids` that `visibility` lets the reader see, in no order.
+    pub async fn get_products(&self, ids: &[ProductId], visibility: Visibility) -> Result<Vec<Product>, StoreError> {
         let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let private = private_statuses();
+        let owner = visibility_owner(visibility);
         let rows: Vec<ProductRow> = with_conn!(self, |conn| {
-            products::table
-                .filter(products::id.eq_any(&ids))
-                .filter(products::deleted_at.is_null())
-                .select(ProductRow::as_select())
-                .load(conn)
-                .await?
+            let mut q =
+                products::table.filter(products::id.eq_any(&ids)).filter(products::deleted_at.is_null()).into_boxed();
+            visible!(q, visibility, &private, &owner);
+            q.select(ProductRow::as_select()).load(conn).await?
         });
         rows.into_iter().map(Product::try_from).collect()
     }
@@ -325,9 +357,12 @@ impl Db {
         let status = f.status.map(ProductStatus::as_str);
         let after = query.after.map(|c| (c.key, c.id.to_string()));
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let private = private_statuses();
+        let owner = visibility_owner(query.visibility);
 
         let rows: Vec<ProductRow> = with_conn!(self, |conn| {
             let mut q = products::table.filter(products::deleted_at.is_null()).into_boxed();
+            visible!(q, query.visibility, &private, &owner);
             if let Some(v) = &category {
                 q = q.filter(products::category_id.eq(v));
             }

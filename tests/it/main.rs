@@ -11,6 +11,7 @@ mod outage;
 mod rate_limit;
 mod search;
 mod search_cache;
+mod security_review;
 mod server;
 mod shutdown;
 mod snapshot;
