@@ -36,7 +36,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("soko_descriptor.bin"), compile(&reflected)?.encode_to_vec())?;
 
-    let generated: Vec<&str> = PROTOS.iter().chain(CALLED).copied().collect();
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(compile(&generated)?)?;
+    // Soko's own services decode requests with a codec that calls undecodable bytes the
+    // sender's fault (INVALID_ARGUMENT). Services Soko calls keep prost's codec: bytes a model
+    // server gets wrong are that server's failure, not our caller's.
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .codec_path("crate::proto::codec::SokoCodec")
+        .compile_fds(compile(PROTOS)?)?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(compile(CALLED)?)?;
     Ok(())
 }

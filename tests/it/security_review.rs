@@ -194,3 +194,86 @@ async fn over_long_reasons_are_refused_not_cut(backend: Backend) {
         .await
         .expect("500 characters of reason");
 }
+
+// --------------------------------------------------- 4. client garbage is the client's fault ---
+
+/// Sends bytes as they are, so a test can put anything on the wire.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        let n = bytes::Buf::remaining(buf);
+        Ok(Some(bytes::Buf::copy_to_bytes(buf, n).to_vec()))
+    }
+}
+
+async fn raw_call(channel: &Channel, path: &'static str, body: Vec<u8>) -> Result<Vec<u8>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.expect("ready");
+    grpc.unary(tonic::Request::new(body), http::uri::PathAndQuery::from_static(path), RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_requests_are_invalid_argument_not_internal() {
+    let app = spawn_app(Backend::Sqlite).await;
+    // Field 1 (a string in each of these requests) holding five bytes of invalid UTF-8.
+    let bad_utf8 = vec![0x0a, 0x05, 0xff, 0xfe, 0xfd, 0xfc, 0xfb];
+    // 5,000 nested start-group tags: far past prost's recursion limit.
+    let deep = vec![0x0b; 5_000];
+    // A length prefix running past the end of the message.
+    let truncated = vec![0x0a, 0x7f, b'a'];
+    let paths = [
+        "/soko.catalog.v1.CatalogService/GetProduct",
+        "/soko.search.v1.SearchService/SearchProducts",
+        "/soko.auth.v1.AuthService/Login",
+    ];
+    for path in paths {
+        for (what, body) in [("invalid UTF-8", &bad_utf8), ("deep nesting", &deep), ("truncated", &truncated)] {
+            let err = raw_call(&app.channel, path, body.clone()).await;
+            let err = code(err, Code::InvalidArgument, &format!("{what} to {path}"));
+            assert!(err.message().contains("not a valid protobuf message"), "{what} to {path}: {err:?}");
+        }
+    }
+
+    // grpc-web over HTTP/1.1 takes the same codec.
+    let headers = [("content-type", "application/grpc-web+proto"), ("x-grpc-web", "1")];
+    let body = common::http::grpc_frame(&bad_utf8);
+    let response =
+        common::http::request(app.grpc_addr, "POST", "/soko.catalog.v1.CatalogService/GetProduct", &headers, &body)
+            .await;
+    let status = response.header("grpc-status").map(str::to_owned).or_else(|| {
+        common::http::grpc_web_frames(&response.body).1.into_iter().find(|(k, _)| k == "grpc-status").map(|(_, v)| v)
+    });
+    assert_eq!(status.as_deref(), Some("3"), "grpc-web: {:?}", response.headers);
+
+    // The server is unharmed.
+    let categories = app.catalog.clone().list_categories(pb::ListCategoriesRequest {}).await.expect("still serving");
+    assert!(!categories.into_inner().categories.is_empty());
+}

@@ -1,6 +1,8 @@
 //! Code generated from `proto/` by `build.rs`. The proto files are the contract and its documentation.
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
+pub mod codec;
+
 pub mod soko {
     pub mod catalog {
         pub mod v1 {
