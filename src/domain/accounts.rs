@@ -184,14 +184,7 @@ impl Accounts {
         let email = email.expect("checked above");
         let account_key = format!("account:{email}");
         let ip_key = format!("ip:{}", ctx.client_ip);
-        for key in [&account_key, &ip_key] {
-            if let Err(wait) = self.throttle.check(key) {
-                return Err(Error::ResourceExhausted {
-                    message: "too many failed sign-in attempts; wait before retrying".into(),
-                    retry_after: wait,
-                });
-            }
-        }
+        self.check_throttle(&[&account_key, &ip_key])?;
         let row = self.db.user_by_email(&email).await?;
         let verified = match &row {
             Some(row) => self.hasher.verify(password, &row.password_hash).await.map_err(password_error)?,
@@ -215,6 +208,19 @@ impl Accounts {
         let ctx = RequestContext { principal, ..ctx.clone() };
         self.audit.record(&ctx, action::LOGIN_SUCCEEDED, &format!("users/{}", user.id), "OK", "").await;
         Ok((user, pair))
+    }
+
+    /// RESOURCE_EXHAUSTED, with the wait, while any of `keys` is backing off after failures.
+    fn check_throttle(&self, keys: &[&str]) -> Result<(), Error> {
+        for key in keys {
+            if let Err(wait) = self.throttle.check(key) {
+                return Err(Error::ResourceExhausted {
+                    message: "too many failed password attempts; wait before retrying".into(),
+                    retry_after: wait,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn new_refresh_token(&self) -> (String, NewRefreshToken, Timestamp) {
@@ -328,10 +334,21 @@ impl Accounts {
             .db
             .user_by_id(&user_id.to_string())
             .await?
-            .ok_or_else(|| Error::NotFound { resource: "user", id: user_id.to_string() })?;
+            .ok_or(Error::Unauthenticated("the account no longer exists"))?;
+        // The current password is a credential like Login's, guessed with a stolen access token
+        // instead of an email: the same per-account and per-IP backoff applies, shared with Login.
+        let account_key = format!("account:{}", row.email);
+        let ip_key = format!("ip:{}", ctx.client_ip);
+        self.check_throttle(&[&account_key, &ip_key])?;
         if !self.hasher.verify(current, &row.password_hash).await.map_err(password_error)? {
+            self.throttle.record_failure(&account_key, ACCOUNT_BACKOFF);
+            self.throttle.record_failure(&ip_key, IP_BACKOFF);
+            self.audit
+                .record(ctx, action::PASSWORD_CHANGE_FAILED, &format!("users/{user_id}"), "INVALID_ARGUMENT", "")
+                .await;
             return Err(Error::invalid("current_password", "is incorrect"));
         }
+        self.throttle.record_success(&account_key);
         let hash = self.hasher.hash(new).await.map_err(password_error)?;
         self.db.change_password(&row.id, &hash, Some(&session_id.to_string()), Timestamp::now().0).await?;
         self.audit

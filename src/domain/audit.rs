@@ -22,6 +22,7 @@ pub mod action {
     pub const REFRESH_REUSE_DETECTED: &str = "auth.refresh.reuse_detected";
     pub const LOGGED_OUT: &str = "auth.logout";
     pub const PASSWORD_CHANGED: &str = "auth.password.changed";
+    pub const PASSWORD_CHANGE_FAILED: &str = "auth.password.change_failed";
     pub const USER_CREATED_BY_CLI: &str = "cli.user.created";
 }
 

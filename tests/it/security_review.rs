@@ -15,7 +15,11 @@ use soko::proto::{
 };
 use tonic::{Code, Status, service::interceptor::InterceptedService, transport::Channel};
 
-backend_tests!(drafts_are_visible_only_to_their_seller_and_admins, over_long_reasons_are_refused_not_cut,);
+backend_tests!(
+    drafts_are_visible_only_to_their_seller_and_admins,
+    over_long_reasons_are_refused_not_cut,
+    change_password_guesses_back_off_like_logins,
+);
 
 const PASSWORD: &str = "password-123";
 
@@ -276,4 +280,49 @@ async fn undecodable_requests_are_invalid_argument_not_internal() {
     // The server is unharmed.
     let categories = app.catalog.clone().list_categories(pb::ListCategoriesRequest {}).await.expect("still serving");
     assert!(!categories.into_inner().categories.is_empty());
+}
+
+// ------------------------------------------------- 2. password guessing through ChangePassword ---
+
+async fn change_password_guesses_back_off_like_logins(backend: Backend) {
+    use tonic_types::StatusExt;
+    let app = spawn_app(backend).await;
+    let (user_id, tokens) = app.register("guessed@example.com", Role::Buyer).await;
+    let mut stolen = auth_as(&app, &tokens.access_token);
+    let guess = |current: &str| auth_pb::ChangePasswordRequest {
+        current_password: current.into(),
+        new_password: "attacker-chosen-1".into(),
+    };
+    for i in 0..5 {
+        let err = stolen.change_password(guess(&format!("wrong-guess-{i}"))).await;
+        assert_eq!(violated_fields(&code(err, Code::InvalidArgument, "a wrong guess")), ["current_password"]);
+    }
+    // Five free failures, as for Login; then even the right password waits.
+    let blocked = code(stolen.change_password(guess(PASSWORD)).await, Code::ResourceExhausted, "sixth attempt");
+    let retry = blocked.get_details_retry_info().expect("RetryInfo").retry_delay.expect("delay");
+    assert!(retry > std::time::Duration::ZERO && retry <= std::time::Duration::from_secs(1), "{retry:?}");
+    // The backoff is the account's, shared with Login.
+    let login = app
+        .auth()
+        .login(auth_pb::LoginRequest { email: "guessed@example.com".into(), password: PASSWORD.into() })
+        .await;
+    code(login, Code::ResourceExhausted, "login while ChangePassword backs off");
+
+    // Each wrong guess is in the audit log, against the account.
+    let events = app
+        .admin_as(Some(&app.admin_token))
+        .list_audit_events(admin_pb::ListAuditEventsRequest {
+            action: "auth.password.change_failed".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .audit_events;
+    assert_eq!(events.len(), 5, "{events:#?}");
+    assert!(events.iter().all(|e| e.resource == format!("users/{user_id}") && e.status_code == "INVALID_ARGUMENT"));
+
+    // After the wait the right password works, and clears the record.
+    tokio::time::sleep(retry + std::time::Duration::from_millis(50)).await;
+    stolen.change_password(guess(PASSWORD)).await.expect("the right password after the wait");
 }
