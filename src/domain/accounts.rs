@@ -298,7 +298,7 @@ impl Accounts {
     pub async fn authenticate_certificate(&self, identity: &str) -> Result<Principal, Error> {
         let row = self
             .db
-            .user_by_email(&identity.to_lowercase())
+            .user_by_email(&auth::fold(identity))
             .await?
             .ok_or(Error::Unauthenticated("the client certificate names no Soko account"))?;
         let user = User::try_from(row)?;
@@ -400,7 +400,7 @@ impl Accounts {
         };
         v.finish()?;
         let limit = limit.expect("checked above");
-        let email = email.trim().to_lowercase();
+        let email = auth::fold(email.trim());
         let scope = scope_digest(&format!("users|{email}|{role:?}"));
         let after = match page_token {
             "" => None,

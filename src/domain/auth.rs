@@ -139,9 +139,13 @@ pub const EMAIL_MAX_CHARS: usize = 254;
 pub const PASSWORD_MIN_CHARS: usize = 8;
 pub const PASSWORD_MAX_CHARS: usize = 128;
 
-/// Normalises and checks an email address: trimmed, lower-cased, `local@domain.tld`.
+/// Normalises and checks an email address: trimmed, NFKC-normalised and case-folded, then
+/// `local@domain.tld`. Normalising before uniqueness and login makes fullwidth letters, the long
+/// s and other compatibility forms the same account as their plain spelling. Look-alikes that
+/// normalisation cannot join (Cyrillic `а` beside Latin `a`) are refused when they mix scripts
+/// in the local part or in one domain label, which no real mailbox needs.
 pub fn parse_email(raw: &str) -> Result<String, String> {
-    let email = raw.trim().to_lowercase();
+    let email = fold(raw.trim());
     if email.is_empty() {
         return Err("is required".into());
     }
@@ -160,7 +164,43 @@ pub fn parse_email(raw: &str) -> Result<String, String> {
         }
         None => false,
     };
-    if valid { Ok(email) } else { Err("must be an email address like name@example.com".into()) }
+    if !valid {
+        return Err("must be an email address like name@example.com".into());
+    }
+    let (local, domain) = email.split_once('@').expect("checked above");
+    if std::iter::once(local).chain(domain.split('.')).any(mixes_scripts) {
+        return Err("must not mix letters of different scripts (Latin and Cyrillic, say) in one part".into());
+    }
+    Ok(email)
+}
+
+/// NFKC, then lower case, then NFKC again (lower-casing can leave text unnormalised): the
+/// caseless match of Unicode's default case folding for the letters emails use.
+pub fn fold(raw: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let lowered: String = raw.nfkc().flat_map(char::to_lowercase).collect();
+    lowered.nfkc().collect()
+}
+
+/// Whether `part` has letters of more than one script. Digits and punctuation belong to no
+/// script; Han, kana, Hangul and Bopomofo count as one, since Japanese, Chinese and Korean
+/// writing mix them normally.
+fn mixes_scripts(part: &str) -> bool {
+    use unicode_script::{Script, UnicodeScript};
+    let mut seen: Option<Script> = None;
+    for c in part.chars() {
+        let script = match c.script() {
+            Script::Common | Script::Inherited | Script::Unknown => continue,
+            Script::Hiragana | Script::Katakana | Script::Hangul | Script::Bopomofo => Script::Han,
+            other => other,
+        };
+        match seen {
+            None => seen = Some(script),
+            Some(s) if s != script => return true,
+            Some(_) => {}
+        }
+    }
+    false
 }
 
 /// Passwords: 8–128 code points, anything allowed (NIST SP 800-63B: length, not composition).
@@ -185,6 +225,21 @@ mod tests {
         for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "ada@@example.com"] {
             assert!(parse_email(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn look_alike_emails_fold_together_or_are_refused() {
+        // Fullwidth letters and the long s are compatibility forms of plain letters.
+        assert_eq!(parse_email("ａｄａ@ｅｘａｍｐｌｅ.ｃｏｍ").unwrap(), "ada@example.com");
+        assert_eq!(parse_email("ſam@example.com").unwrap(), "sam@example.com");
+        assert_eq!(parse_email("ÅSA@Example.com").unwrap(), "åsa@example.com");
+        // Cyrillic а (U+0430) in a Latin local part, or in a Latin domain label.
+        assert!(parse_email("\u{430}da@example.com").is_err());
+        assert!(parse_email("ada@ex\u{430}mple.com").is_err());
+        // One script throughout is a real mailbox, whatever the script.
+        assert_eq!(parse_email("мария@пример.рф").unwrap(), "мария@пример.рф");
+        assert_eq!(parse_email("さとう太郎@example.jp").unwrap(), "さとう太郎@example.jp");
+        assert_eq!(parse_email("ada.2024+shop@example.com").unwrap(), "ada.2024+shop@example.com");
     }
 
     #[test]

@@ -19,6 +19,7 @@ backend_tests!(
     drafts_are_visible_only_to_their_seller_and_admins,
     over_long_reasons_are_refused_not_cut,
     change_password_guesses_back_off_like_logins,
+    look_alike_emails_are_one_account_or_refused,
 );
 
 const PASSWORD: &str = "password-123";
@@ -325,4 +326,39 @@ async fn change_password_guesses_back_off_like_logins(backend: Backend) {
     // After the wait the right password works, and clears the record.
     tokio::time::sleep(retry + std::time::Duration::from_millis(50)).await;
     stolen.change_password(guess(PASSWORD)).await.expect("the right password after the wait");
+}
+
+// ------------------------------------------------------------------- 6. look-alike emails ---
+
+async fn look_alike_emails_are_one_account_or_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let register = |email: &str| {
+        let mut auth = app.auth();
+        let email = email.to_owned();
+        async move {
+            auth.register(auth_pb::RegisterRequest { email, password: PASSWORD.into(), role: Role::Buyer.into() }).await
+        }
+    };
+    register("ada@example.com").await.expect("the real account");
+    register("sam@example.com").await.expect("another real account");
+    // Fullwidth and long-s spellings are the same address, so the same account.
+    for twin in ["ａｄａ@example.com", "ADA@ＥＸＡＭＰＬＥ.com", "ſam@example.com"] {
+        code(register(twin).await, Code::AlreadyExists, twin);
+    }
+    // Cyrillic а (U+0430) in place of Latin a: refused, not a new account.
+    for mixed in ["\u{430}da@example.com", "ada@ex\u{430}mple.com"] {
+        let err = code(register(mixed).await, Code::InvalidArgument, mixed);
+        assert_eq!(violated_fields(&err), ["email"], "{mixed}");
+    }
+    // Signing in with a compatibility spelling reaches the real account.
+    let login = app
+        .auth()
+        .login(auth_pb::LoginRequest { email: "ａｄａ@example.com".into(), password: PASSWORD.into() })
+        .await
+        .expect("fullwidth spelling logs into the real account")
+        .into_inner();
+    assert_eq!(login.user.unwrap().email, "ada@example.com");
+    // A mailbox in one non-Latin script is an account of its own.
+    let user = register("мария@example.com").await.expect("all-Cyrillic local part").into_inner().user.unwrap();
+    assert_eq!(user.email, "мария@example.com");
 }
