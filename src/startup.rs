@@ -273,6 +273,12 @@ impl Application {
         for service in [api::CATALOG_SERVICE, api::AUTH_SERVICE, api::ADMIN_SERVICE] {
             health.set(service, ServingStatus::Serving);
         }
+        // Revocations reach this replica's session memory; stopped after the drain, or when its
+        // sender drops on an early return.
+        let (stop_sessions, sessions_stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(accounts.sessions().follow(async {
+            let _ = sessions_stopped.await;
+        }));
         // Search serves once its index has caught up with the outbox.
         let (stop_search, search_stopped) = tokio::sync::oneshot::channel::<()>();
         let follower = tokio::spawn(search.clone().follow(async {
@@ -311,6 +317,7 @@ impl Application {
         let _ = stop_search.send(());
         let _ = stop_backups.send(());
         let drained = tokio::time::timeout(config.shutdown_timeout, grpc).await;
+        let _ = stop_sessions.send(());
         // Readiness keeps answering 503 until the gRPC side is done.
         let _ = stop_ops.send(());
         let _ = stop_health.send(());

@@ -10,6 +10,7 @@ use super::{
     error::Violations,
     listing::{self, scope_digest},
     product::Timestamp,
+    sessions::Sessions,
 };
 use crate::{
     security::{
@@ -79,6 +80,7 @@ pub struct Accounts {
     refresh_ttl: Duration,
     throttle: Arc<LoginThrottle>,
     audit: Audit,
+    sessions: Sessions,
 }
 
 fn password_error(e: PasswordError) -> Error {
@@ -97,19 +99,25 @@ fn token_error(e: TokenError) -> Error {
 
 impl Accounts {
     pub fn new(db: Db, hasher: PasswordHasher, tokens: TokenKeys, refresh_ttl: Duration, audit: Audit) -> Self {
-        Self { db, hasher, tokens, refresh_ttl, throttle: Arc::new(LoginThrottle::default()), audit }
+        let sessions = Sessions::new(db.clone());
+        Self { db, hasher, tokens, refresh_ttl, throttle: Arc::new(LoginThrottle::default()), audit, sessions }
     }
 
-    /// Identifies the bearer of an access token. Stateless: revoking a session stops its refresh
-    /// tokens at once, and its access tokens when they expire.
-    pub fn authenticate_access_token(&self, token: &str) -> Result<Principal, Error> {
+    /// The live-session memory, whose follower the server runs.
+    pub fn sessions(&self) -> Sessions {
+        self.sessions.clone()
+    }
+
+    /// Identifies the bearer of an access token: the signature and expiry from the token, the
+    /// session's liveness and the user's current role from [`Sessions`], so that logout, a
+    /// password change or a demotion takes effect within a poll interval, not at expiry.
+    pub async fn authenticate_access_token(&self, token: &str) -> Result<Principal, Error> {
         let claims = self.tokens.verify(token).map_err(token_error)?;
         let invalid = || Error::Unauthenticated("access token is not valid");
-        Ok(Principal::User {
-            user_id: claims.sub.parse().map_err(|_| invalid())?,
-            role: Role::parse(&claims.role).ok_or_else(invalid)?,
-            session_id: claims.sid.parse().map_err(|_| invalid())?,
-        })
+        let user_id = claims.sub.parse().map_err(|_| invalid())?;
+        let session_id = claims.sid.parse().map_err(|_| invalid())?;
+        Role::parse(&claims.role).ok_or_else(invalid)?;
+        self.sessions.principal(user_id, session_id).await
     }
 
     pub async fn register(
@@ -308,7 +316,7 @@ impl Accounts {
     pub async fn me(&self, ctx: &RequestContext) -> Result<User, Error> {
         let user_id = ctx.principal.user_id().ok_or(Error::Unauthenticated("sign in first"))?;
         let row = self.db.user_by_id(&user_id.to_string()).await?;
-        User::try_from(row.ok_or_else(|| Error::NotFound { resource: "user", id: user_id.to_string() })?)
+        User::try_from(row.ok_or(Error::Unauthenticated("the account no longer exists"))?)
     }
 
     pub async fn change_password(&self, ctx: &RequestContext, current: &str, new: &str) -> Result<(), Error> {

@@ -45,5 +45,6 @@ pub mod catalog;
 pub mod error;
 pub mod listing;
 pub mod product;
+pub mod sessions;
 
 pub use error::{Error, FieldViolation};

@@ -72,7 +72,7 @@ impl Identify {
                 Some(identity) => self.accounts.authenticate_certificate(identity).await,
                 None => Ok(Principal::Anonymous),
             },
-            Credentials::Bearer(token) => self.accounts.authenticate_access_token(token),
+            Credentials::Bearer(token) => self.accounts.authenticate_access_token(token).await,
             Credentials::ApiKey(key) => self.api_keys.authenticate(key).await,
             Credentials::Malformed => Err(Error::Unauthenticated("authorization must be `Bearer <access token>`")),
         }

@@ -5,7 +5,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::{
     Db, StoreError,
-    schema::{api_keys, audit_events, refresh_tokens, sessions, users},
+    schema::{api_keys, audit_events, refresh_tokens, session_events, sessions, users},
     with_conn, with_transaction,
 };
 
@@ -79,6 +79,41 @@ struct RefreshTokenRow<'a> {
     session_id: &'a str,
     created_at: i64,
     expires_at: i64,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = session_events)]
+struct NewSessionEvent<'a> {
+    event_time: i64,
+    session_id: Option<&'a str>,
+    user_id: Option<&'a str>,
+}
+
+/// Something every replica must forget about sessions: `session_id` ended, or everything about
+/// `user_id` changed.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = session_events)]
+pub struct SessionEventRow {
+    pub id: i64,
+    pub event_time: i64,
+    pub session_id: Option<String>,
+    pub user_id: Option<String>,
+}
+
+/// Records a session event in the caller's transaction, so it commits with the change it names.
+macro_rules! session_event {
+    ($conn:expr, $now:expr, session = $session:expr) => {
+        diesel::insert_into(session_events::table)
+            .values(NewSessionEvent { event_time: $now, session_id: Some($session), user_id: None })
+            .execute($conn)
+            .await?
+    };
+    ($conn:expr, $now:expr, user = $user:expr) => {
+        diesel::insert_into(session_events::table)
+            .values(NewSessionEvent { event_time: $now, session_id: None, user_id: Some($user) })
+            .execute($conn)
+            .await?
+    };
 }
 
 /// A new refresh token to store: its digest and expiry.
@@ -234,6 +269,7 @@ impl Db {
                     .set(sessions::revoked_at.eq(Some(now)))
                     .execute(conn)
                     .await?;
+                session_event!(conn, now, session = &session_id);
                 return Ok(RotateOutcome::Reused { user_id, session_id });
             }
             if expires_at <= now {
@@ -265,17 +301,46 @@ impl Db {
                     .set(sessions::revoked_at.eq(Some(now)))
                     .execute(conn)
                     .await?;
+                session_event!(conn, now, session = session_id);
             }
             Ok(session)
         })
     }
 
-    /// Whether a session exists and is not revoked.
-    pub async fn session_is_live(&self, session_id: &str) -> Result<bool, StoreError> {
-        let revoked: Option<Option<i64>> = with_conn!(self, |conn| {
-            sessions::table.find(session_id).select(sessions::revoked_at).first(conn).await.optional()?
+    /// The user behind a session, with the user's current role and whether the session is
+    /// revoked. `None` when no such session exists or its user is gone.
+    pub async fn session_owner(&self, session_id: &str) -> Result<Option<(String, String, bool)>, StoreError> {
+        let row: Option<(String, String, Option<i64>)> = with_conn!(self, |conn| {
+            sessions::table
+                .inner_join(users::table)
+                .filter(sessions::id.eq(session_id))
+                .select((sessions::user_id, users::role, sessions::revoked_at))
+                .first(conn)
+                .await
+                .optional()?
         });
-        Ok(matches!(revoked, Some(None)))
+        Ok(row.map(|(user, role, revoked_at)| (user, role, revoked_at.is_some())))
+    }
+
+    /// Session events written at or after `since` (µs), oldest first, at most `limit`.
+    pub async fn session_events_since(&self, since: i64, limit: i64) -> Result<Vec<SessionEventRow>, StoreError> {
+        Ok(with_conn!(self, |conn| {
+            session_events::table
+                .filter(session_events::event_time.ge(since))
+                .order(session_events::id.asc())
+                .limit(limit)
+                .select(SessionEventRow::as_select())
+                .load(conn)
+                .await?
+        }))
+    }
+
+    /// Deletes session events written before `before` (µs).
+    pub async fn prune_session_events(&self, before: i64) -> Result<usize, StoreError> {
+        let _guard = self.write_guard().await;
+        Ok(with_conn!(self, |conn| {
+            diesel::delete(session_events::table.filter(session_events::event_time.lt(before))).execute(conn).await?
+        }))
     }
 
     /// Sets a new password hash and revokes every session of the user except `keep_session`.
@@ -300,6 +365,7 @@ impl Db {
                 others = others.filter(sessions::id.ne(keep));
             }
             others.set(sessions::revoked_at.eq(Some(now))).execute(conn).await?;
+            session_event!(conn, now, user = user_id);
             Ok(())
         })
     }
@@ -326,6 +392,7 @@ impl Db {
                 .set((users::role.eq(role), users::updated_at.eq(now)))
                 .execute(conn)
                 .await?;
+            session_event!(conn, now, user = user_id);
             Ok(Ok(Some(old)))
         })
     }

@@ -113,6 +113,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    session_events (id) {
+        id -> BigInt,
+        event_time -> BigInt,
+        session_id -> Nullable<Text>,
+        user_id -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(products -> sellers (seller_id));
 diesel::joinable!(sellers -> users (owner_user_id));
 diesel::joinable!(sessions -> users (user_id));
@@ -129,5 +138,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     refresh_tokens,
     api_keys,
     audit_events,
-    leases
+    leases,
+    session_events
 );

@@ -20,6 +20,8 @@ backend_tests!(
     over_long_reasons_are_refused_not_cut,
     change_password_guesses_back_off_like_logins,
     look_alike_emails_are_one_account_or_refused,
+    principals_that_no_longer_exist_are_unauthenticated,
+    revocations_and_role_changes_bite_within_a_second_on_every_replica,
 );
 
 const PASSWORD: &str = "password-123";
@@ -361,4 +363,147 @@ async fn look_alike_emails_are_one_account_or_refused(backend: Backend) {
     // A mailbox in one non-Latin script is an account of its own.
     let user = register("мария@example.com").await.expect("all-Cyrillic local part").into_inner().user.unwrap();
     assert_eq!(user.email, "мария@example.com");
+}
+
+// --------------------------------------------------------------------- 3. ghost principals ---
+
+/// A token the server would accept for `sub` and `sid`, signed with the test servers' key.
+fn signed_token(sub: &str, sid: &str, role: &str) -> String {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = serde_json::json!({
+        "iss": "soko", "aud": "soko-api", "sub": sub, "role": role, "sid": sid,
+        "iat": now, "nbf": now, "exp": now + 600,
+    });
+    let header = Header { kid: Some("soko-1".into()), ..Header::new(jsonwebtoken::Algorithm::HS256) };
+    encode(&header, &claims, &EncodingKey::from_secret(common::TEST_JWT_SECRET.as_bytes())).unwrap()
+}
+
+fn session_of(access_token: &str) -> String {
+    use base64::Engine;
+    let payload = access_token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+    serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["sid"].as_str().unwrap().to_owned()
+}
+
+/// Every kind of call a ghost might make: public, authenticated, role-gated, and an admin one.
+async fn assert_refused_everywhere(app: &TestApp, token: &str, who: &str) {
+    let err = app.catalog_as(Some(token)).list_categories(pb::ListCategoriesRequest {}).await;
+    code(err, Code::Unauthenticated, &format!("{who}: ListCategories"));
+    let err = app.catalog_as(Some(token)).create_seller(pb::CreateSellerRequest { display_name: "Ghost".into() }).await;
+    code(err, Code::Unauthenticated, &format!("{who}: CreateSeller"));
+    code(auth_as(app, token).me(auth_pb::MeRequest {}).await, Code::Unauthenticated, &format!("{who}: Me"));
+    let err = app.admin_as(Some(token)).list_users(admin_pb::ListUsersRequest::default()).await;
+    code(err, Code::Unauthenticated, &format!("{who}: ListUsers"));
+}
+
+async fn principals_that_no_longer_exist_are_unauthenticated(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let nobody = uuid::Uuid::now_v7().to_string();
+    let no_session = uuid::Uuid::now_v7().to_string();
+    // Correctly signed, naming no user and no session, with every role.
+    for role in ["buyer", "seller", "admin"] {
+        assert_refused_everywhere(&app, &signed_token(&nobody, &no_session, role), &format!("no such {role}")).await;
+    }
+    // A real session presented under another user's name.
+    let (victim, _) = app.register("victim@example.com", Role::Buyer).await;
+    let (_, mine) = app.register("mine@example.com", Role::Seller).await;
+    let swapped = signed_token(&victim, &session_of(&mine.access_token), "seller");
+    assert_refused_everywhere(&app, &swapped, "a session under another user's id").await;
+
+    // An account deleted from the database behind Soko's back: its unexpired token is refused.
+    let (gone, tokens) = app.register("gone@example.com", Role::Seller).await;
+    let database = app.database.as_ref().expect("a throwaway database");
+    database
+        .execute(&format!(
+            "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE user_id = '{gone}');
+             DELETE FROM sessions WHERE user_id = '{gone}';
+             DELETE FROM users WHERE id = '{gone}';"
+        ))
+        .await;
+    assert_refused_everywhere(&app, &tokens.access_token, "a deleted account").await;
+    // The refusals did not disturb real users.
+    auth_as(&app, &mine.access_token).me(auth_pb::MeRequest {}).await.expect("a live session");
+}
+
+// ------------------------------------------------------------ 5. revocation within a second ---
+
+/// Calls Me with `token` on `app` until it answers `expected`, and returns how long that took.
+async fn until(app: &TestApp, token: &str, expected: Code, what: &str) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let got = match auth_as(app, token).me(auth_pb::MeRequest {}).await {
+            Ok(_) => Code::Ok,
+            Err(e) => e.code(),
+        };
+        if got == expected {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "{what}: still {got:?} after 1 s");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+async fn revocations_and_role_changes_bite_within_a_second_on_every_replica(backend: Backend) {
+    let a = spawn_app(backend).await;
+    let b = common::spawn_on(&a.database.as_ref().unwrap().url, &[]).await;
+    let (user_id, first) = a.register("revoked@example.com", Role::Buyer).await;
+    let second = common::login(&a.channel, "revoked@example.com", PASSWORD).await;
+    let third = common::login(&a.channel, "revoked@example.com", PASSWORD).await;
+    // Every session is known to both replicas before anything is revoked.
+    for tokens in [&first, &second, &third] {
+        for app in [&a, &b] {
+            auth_as(app, &tokens.access_token).me(auth_pb::MeRequest {}).await.expect("live before");
+        }
+    }
+
+    // Logout on A: the session's access token stops on B as well.
+    a.auth().logout(auth_pb::LogoutRequest { refresh_token: first.refresh_token.clone() }).await.expect("logout");
+    let took = until(&b, &first.access_token, Code::Unauthenticated, "logged-out token on B").await;
+    eprintln!("logout reached replica B in {took:?}");
+    code(auth_as(&a, &first.access_token).me(auth_pb::MeRequest {}).await, Code::Unauthenticated, "on A");
+
+    // A password change on A ends the other session everywhere, and keeps the caller's.
+    auth_as(&a, &second.access_token)
+        .change_password(auth_pb::ChangePasswordRequest {
+            current_password: PASSWORD.into(),
+            new_password: "a-new-password-1".into(),
+        })
+        .await
+        .expect("change password");
+    until(&b, &third.access_token, Code::Unauthenticated, "another session after a password change").await;
+    auth_as(&b, &second.access_token).me(auth_pb::MeRequest {}).await.expect("the changing session lives on");
+
+    // Refresh-token reuse revokes the family, access token included.
+    let rotated = a.auth().refresh(auth_pb::RefreshRequest { refresh_token: second.refresh_token.clone() }).await;
+    rotated.expect("first use");
+    let reuse = a.auth().refresh(auth_pb::RefreshRequest { refresh_token: second.refresh_token.clone() }).await;
+    code(reuse, Code::Unauthenticated, "reuse");
+    until(&b, &second.access_token, Code::Unauthenticated, "a token of a family revoked for reuse").await;
+
+    // Demotion: an admin's token loses admin rights on B within a second.
+    let mut admin = a.admin_as(Some(&a.admin_token));
+    let set = |role: Role| admin_pb::SetUserRoleRequest {
+        user_id: user_id.clone(),
+        role: role.into(),
+        reason: String::new(),
+    };
+    admin.set_user_role(set(Role::Admin)).await.expect("promote");
+    let session = common::login(&a.channel, "revoked@example.com", "a-new-password-1").await;
+    b.admin_as(Some(&session.access_token)).list_users(admin_pb::ListUsersRequest::default()).await.expect("an admin");
+    admin.set_user_role(set(Role::Buyer)).await.expect("demote");
+    let started = std::time::Instant::now();
+    loop {
+        match b.admin_as(Some(&session.access_token)).list_users(admin_pb::ListUsersRequest::default()).await {
+            Err(e) if e.code() == Code::PermissionDenied => break,
+            other => {
+                assert!(started.elapsed() < std::time::Duration::from_secs(1), "demoted admin on B: {other:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+    eprintln!("demotion reached replica B in {:?}", started.elapsed());
+    // The demoted user is still signed in, as a buyer.
+    let me = auth_as(&b, &session.access_token).me(auth_pb::MeRequest {}).await.expect("still signed in");
+    assert_eq!(me.into_inner().user.unwrap().role(), Role::Buyer);
 }
