@@ -219,6 +219,7 @@ impl Application {
             .layer(cors_layer(&config))
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(RequestLogLayer)
+            .layer(crate::middleware::client_fault::ClientFaultLayer)
             .layer(DeadlineLayer { default: config.limits.request_timeout })
             .layer(GateLayer::new(LoadShed::new(config.limits.max_concurrent_requests)))
             .layer(GateLayer::new(identify))

@@ -507,3 +507,34 @@ async fn revocations_and_role_changes_bite_within_a_second_on_every_replica(back
     let me = auth_as(&b, &session.access_token).me(auth_pb::MeRequest {}).await.expect("still signed in");
     assert_eq!(me.into_inner().user.unwrap().role(), Role::Buyer);
 }
+
+/// Malformed framing, caught by tonic before any codec: the client's fault as well, except where
+/// the gRPC spec itself demands INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_framing_is_invalid_argument_not_internal() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let proto = ("content-type", "application/grpc-web+proto");
+    let mut cut_short = vec![0u8, 0, 0, 0, 100];
+    cut_short.extend_from_slice(b"abc");
+    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, &str)> = vec![
+        ("a frame cut short", vec![proto], cut_short, "3"),
+        ("an unknown compression flag", vec![proto], vec![7, 0, 0, 0, 0], "3"),
+        ("gzip that does not inflate", vec![proto, ("grpc-encoding", "gzip")], vec![1, 0, 0, 0, 3, 1, 2, 3], "3"),
+        ("grpc-web-text that is not base64", vec![("content-type", "application/grpc-web-text")], b"!!!".to_vec(), "3"),
+        // "MUST fail with INTERNAL status" (gRPC compression spec).
+        ("a compressed flag without grpc-encoding", vec![proto], vec![1, 0, 0, 0, 2, 1, 2], "13"),
+    ];
+    for (what, headers, body, expected) in cases {
+        let response =
+            common::http::request(app.grpc_addr, "POST", "/soko.catalog.v1.CatalogService/GetProduct", &headers, &body)
+                .await;
+        let status = response.header("grpc-status").map(str::to_owned).or_else(|| {
+            common::http::grpc_web_frames(&response.body)
+                .1
+                .into_iter()
+                .find(|(k, _)| k == "grpc-status")
+                .map(|(_, v)| v)
+        });
+        assert_eq!(status.as_deref(), Some(expected), "{what}: {:?}", response.headers);
+    }
+}
