@@ -115,6 +115,48 @@ mod tests {
         assert_eq!(methods, POLICIES.len(), "the table lists a method the contract doesn't have");
     }
 
+    /// What a method's `Access:` line in the proto says, as the table spells it.
+    fn documented_access(comment: &str) -> Option<Access> {
+        let rest = comment.split("Access:").nth(1)?;
+        let word: String = rest.trim_start().chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+        match word.as_str() {
+            "public" => Some(Public),
+            "authenticated" => Some(Authenticated),
+            "seller" => Some(SELLER),
+            "admin" => Some(ADMIN),
+            _ => None,
+        }
+    }
+
+    /// The contract is where client developers read who may call what, so its `Access:` lines
+    /// and this table must not drift apart (issue 25).
+    #[test]
+    fn every_methods_access_line_matches_the_table() {
+        let fds = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET).unwrap();
+        let mut wrong = Vec::new();
+        for file in fds.file.iter().filter(|f| f.package().starts_with("soko.")) {
+            let locations = file.source_code_info.as_ref().map(|i| i.location.as_slice()).unwrap_or_default();
+            for (s, service) in file.service.iter().enumerate() {
+                for (m, method) in service.method.iter().enumerate() {
+                    let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                    // Descriptor path of a method: service (6) number s, method (2) number m.
+                    let want = [6, s as i32, 2, m as i32];
+                    let comment = locations
+                        .iter()
+                        .find(|l| l.path == want)
+                        .and_then(|l| l.leading_comments.as_deref())
+                        .unwrap_or_default();
+                    let documented = documented_access(comment);
+                    let actual = policy(&path).map(|p| p.access);
+                    if documented != actual {
+                        wrong.push(format!("{path}: proto says {documented:?}, table says {actual:?}"));
+                    }
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "Access: lines disagree with the policy table:\n{}", wrong.join("\n"));
+    }
+
     #[test]
     fn infrastructure_is_exempt() {
         assert!(is_exempt("/grpc.health.v1.Health/Check"));
