@@ -21,9 +21,38 @@ const CALLED: &[&str] = &["soko/embedder/v1/embedder.proto"];
 /// tonic-types.
 const REFLECTION_ONLY: &[&str] = &["google/rpc/status.proto", "google/rpc/error_details.proto"];
 
+/// The commit this binary is built from, for `soko --version`, the start-up log, `/health/ready`
+/// and `soko_build_info`. `SOKO_GIT_COMMIT` wins (a container build has no `.git`); otherwise
+/// git is asked, and "unknown" is the honest answer when neither knows.
+fn git_commit() -> String {
+    println!("cargo:rerun-if-env-changed=SOKO_GIT_COMMIT");
+    if let Ok(commit) = env::var("SOKO_GIT_COMMIT") {
+        return commit;
+    }
+    // Re-run when HEAD moves: the HEAD file for a branch switch, the branch's ref (loose or
+    // packed) for a commit on it.
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/packed-refs");
+    if let Ok(head) = fs::read_to_string(".git/HEAD")
+        && let Some(reference) = head.trim().strip_prefix("ref: ")
+    {
+        println!("cargo:rerun-if-changed=.git/{reference}");
+    }
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=proto-vendor");
+    println!("cargo:rustc-env=SOKO_GIT_COMMIT={}", git_commit());
 
     let compile = |files: &[&str]| {
         protox::Compiler::new(["proto", "proto-vendor"])?

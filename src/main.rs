@@ -58,7 +58,7 @@ async fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         ["--version" | "-V"] => {
-            println!("soko {}", env!("CARGO_PKG_VERSION"));
+            println!("soko {}", soko::build_info::describe());
             return ExitCode::SUCCESS;
         }
         _ => {

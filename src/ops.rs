@@ -103,6 +103,8 @@ async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
     let body = json!({
         "status": if ok { "ready" } else { "not ready" },
         "serving": serving,
+        "version": crate::build_info::VERSION,
+        "commit": crate::build_info::GIT_COMMIT,
         "checks": { "database": database, "rate_limiter": rate_limiter, "search_cache": search_cache },
     });
     (code, Json(body))

@@ -297,7 +297,15 @@ impl Application {
             }
         });
         health.set("", ServingStatus::Serving);
-        tracing::info!(grpc = %grpc_addr, ops = %ops_addr, backend = db.backend(), env = ?config.env, "soko is serving");
+        tracing::info!(
+            grpc = %grpc_addr,
+            ops = %ops_addr,
+            backend = db.backend(),
+            env = ?config.env,
+            version = crate::build_info::VERSION,
+            commit = crate::build_info::GIT_COMMIT,
+            "soko is serving"
+        );
 
         tokio::select! {
             () = shutdown => {}

@@ -26,6 +26,13 @@ pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
         // Another recorder may already be installed (an embedding application's); then ours only
         // renders what it was given.
         let _ = metrics::set_global_recorder(recorder);
+        // The usual Prometheus build-info idiom: a constant 1 whose labels say which build runs.
+        metrics::gauge!(
+            "soko_build_info",
+            "version" => crate::build_info::VERSION,
+            "commit" => crate::build_info::GIT_COMMIT
+        )
+        .set(1.0);
         handle
     })
 }

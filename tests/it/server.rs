@@ -224,6 +224,37 @@ async fn ops_port_serves_liveness_and_readiness_with_latency() {
     assert_eq!(http::request(app.ops_addr, "GET", "/nope", &[], b"").await.status, 404);
 }
 
+/// Which build answers, in every place an operator looks (issue 25): `soko --version`,
+/// `/health/ready` and the `soko_build_info` metric agree on version and commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_build_says_its_version_and_commit_everywhere() {
+    let commit = soko::build_info::GIT_COMMIT;
+    // A checkout without git (an exported tarball) builds as "unknown".
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(|| "unknown".to_owned(), |o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if std::env::var("SOKO_GIT_COMMIT").is_err() {
+        assert_eq!(commit, head, "built from this checkout's HEAD");
+    }
+
+    let version = std::process::Command::new(env!("CARGO_BIN_EXE_soko")).arg("--version").output().unwrap();
+    let version = String::from_utf8(version.stdout).unwrap();
+    assert_eq!(version.trim(), format!("soko {} ({commit})", env!("CARGO_PKG_VERSION")));
+
+    let app = spawn_app(Backend::Sqlite).await;
+    let ready = http::request(app.ops_addr, "GET", "/health/ready", &[], b"").await;
+    let body: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(body["commit"], commit);
+
+    let metrics = String::from_utf8(http::request(app.ops_addr, "GET", "/metrics", &[], b"").await.body).unwrap();
+    let line = format!("soko_build_info{{version=\"{}\",commit=\"{commit}\"}} 1", env!("CARGO_PKG_VERSION"));
+    assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_are_echoed_or_generated() {
     let app = spawn_app(Backend::Sqlite).await;
