@@ -121,7 +121,7 @@ async fn drafts_are_visible_only_to_their_seller_and_admins(backend: Backend) {
             .into_inner();
         let names: Vec<_> = batch.products.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["Owner active"], "{who}");
-        assert_eq!(batch.missing_ids, [draft.id.clone()], "{who}: a hidden draft reads as missing");
+        assert_eq!(batch.missing_ids, std::slice::from_ref(&draft.id), "{who}: a hidden draft reads as missing");
         let own_drafts: &[&str] = if who == "another seller" { &["Rival draft"] } else { &[] };
         assert_eq!(listed(&app, token, Draft, "").await, own_drafts, "{who} listing drafts");
         assert_eq!(listed(&app, token, Draft, &shop).await, Vec::<String>::new(), "{who} listing a shop's drafts");
@@ -516,7 +516,8 @@ async fn malformed_framing_is_invalid_argument_not_internal() {
     let proto = ("content-type", "application/grpc-web+proto");
     let mut cut_short = vec![0u8, 0, 0, 0, 100];
     cut_short.extend_from_slice(b"abc");
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, &'a str);
+    let cases: Vec<Case> = vec![
         ("a frame cut short", vec![proto], cut_short, "3"),
         ("an unknown compression flag", vec![proto], vec![7, 0, 0, 0, 0], "3"),
         ("gzip that does not inflate", vec![proto, ("grpc-encoding", "gzip")], vec![1, 0, 0, 0, 3, 1, 2, 3], "3"),
