@@ -268,6 +268,9 @@ impl Accounts {
                 Ok(TokenPair { access, refresh_token: next_token, refresh_expires_at })
             }
             RotateOutcome::Reused { user_id, session_id } => {
+                if let Ok(session) = session_id.parse() {
+                    self.sessions.forget_session(session);
+                }
                 tracing::warn!(user_id, session_id, "refresh token reuse: session revoked");
                 self.audit
                     .record_with(
@@ -296,6 +299,9 @@ impl Accounts {
         }
         let session = self.db.revoke_session_of_token(&secrets::digest(refresh_token), Timestamp::now().0).await?;
         let session = session.ok_or(Error::Unauthenticated(BAD_REFRESH))?;
+        if let Ok(id) = session.parse() {
+            self.sessions.forget_session(id);
+        }
         self.audit.record(ctx, action::LOGGED_OUT, &format!("sessions/{session}"), "OK", "").await;
         Ok(())
     }
@@ -359,6 +365,7 @@ impl Accounts {
         self.throttle.record_success(&account_key);
         let hash = self.hasher.hash(new).await.map_err(password_error)?;
         self.db.change_password(&row.id, &hash, Some(&session_id.to_string()), Timestamp::now().0).await?;
+        self.sessions.forget_user(user_id);
         self.audit
             .record(ctx, action::PASSWORD_CHANGED, &format!("users/{user_id}"), "OK", "other sessions revoked")
             .await;
@@ -385,6 +392,7 @@ impl Accounts {
             .await?
             .map_err(|_| Error::FailedPrecondition("the last admin cannot be demoted".into()))?
             .ok_or_else(|| Error::NotFound { resource: "user", id: target.to_string() })?;
+        self.sessions.forget_user(target);
         let old = Role::parse(&old).ok_or_else(|| Error::Unexpected(anyhow::anyhow!("unreadable role `{old}`")))?;
         let row = self.db.user_by_id(&target.to_string()).await?;
         let user = User::try_from(row.ok_or_else(|| Error::NotFound { resource: "user", id: target.to_string() })?)?;

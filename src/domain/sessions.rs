@@ -110,6 +110,22 @@ impl Sessions {
         Ok(standing)
     }
 
+    /// Forgets a session on this replica at once; the others learn it from its event.
+    pub fn forget_session(&self, session_id: SessionId) {
+        let mut memory = self.memory.write().expect("sessions lock");
+        memory.epoch += 1;
+        memory.sessions.remove(&session_id);
+    }
+
+    /// Forgets every session of a user on this replica at once (role or password changed).
+    pub fn forget_user(&self, user_id: UserId) {
+        let mut memory = self.memory.write().expect("sessions lock");
+        memory.epoch += 1;
+        for session in memory.by_user.remove(&user_id).unwrap_or_default() {
+            memory.sessions.remove(&session);
+        }
+    }
+
     /// Forgets what `events` name. Unreadable ids are skipped: they name nothing we remember.
     fn apply(&self, events: &[SessionEventRow]) {
         let mut memory = self.memory.write().expect("sessions lock");
