@@ -100,6 +100,8 @@ impl Gate for Identify {
                 return Err(status.into());
             }
         };
+        // Named in the call's log line: an id, never a credential.
+        tracing::Span::current().record("caller", tracing::field::display(principal.audit_name()));
         request.extensions_mut().insert(RequestContext { principal, client_ip, request_id });
         Ok(Admit::default())
     }

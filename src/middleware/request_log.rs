@@ -67,15 +67,25 @@ where
         let id = caller_id(request.headers()).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         request.extensions_mut().insert(RequestId(id.clone()));
         let method = request.uri().path().to_owned();
-        let span = tracing::info_span!("rpc", request_id = %id, method = %method);
+        // The caller is filled in by the identify gate, once it knows who is calling.
+        let span = tracing::info_span!(
+            "rpc",
+            request_id = %id,
+            method = %method,
+            peer = tracing::field::Empty,
+            caller = tracing::field::Empty
+        );
+        if let Some(peer) = peer_addr(request.extensions()) {
+            span.record("peer", tracing::field::display(peer));
+        }
         let start = Instant::now();
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(async move {
-            let record = Record { span: span.clone(), request_id: id, method, start };
+            let record = Record { span: span.clone(), request_id: id, start };
             let mut response = match future.instrument(span).await {
                 Ok(response) => response,
                 Err(e) => {
-                    record.emit(&format!("transport error: {e}"));
+                    record.emit("transport error", Some(&e.to_string()));
                     return Err(e);
                 }
             };
@@ -84,33 +94,55 @@ where
             }
             // Trailers-only responses (errors, mostly) carry the status in the headers.
             let status = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_owned);
-            Ok(response.map(|inner| LoggedBody { inner, record: Some(record), status }))
+            let message = grpc_message(response.headers());
+            Ok(response.map(|inner| LoggedBody { inner, record: Some(record), status, message }))
         })
     }
+}
+
+/// The peer's socket address, over plaintext or TLS.
+fn peer_addr(extensions: &http::Extensions) -> Option<std::net::SocketAddr> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| extensions.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|t| t.get_ref().remote_addr()))
+}
+
+/// The status message of a failed call, percent-decoded as gRPC sends it.
+fn grpc_message(headers: &HeaderMap) -> Option<String> {
+    headers.get("grpc-message")?;
+    tonic::Status::from_header_map(headers).map(|s| s.message().to_owned())
 }
 
 /// What the log line of one call needs, written once when the call ends.
 struct Record {
     span: tracing::Span,
     request_id: String,
-    method: String,
     start: Instant,
 }
 
 impl Record {
-    fn emit(self, status: &str) {
+    /// One line per call. Its level follows the outcome: our failures at ERROR, dependency and
+    /// time-outs at WARN, everything else (successes, and refusals of bad input, rate limits,
+    /// credentials) at INFO, since those are the client's doing. The request id, method, peer
+    /// and caller are fields of the call's span, so they are printed once.
+    fn emit(self, status: &str, message: Option<&str>) {
+        use tonic::Code;
         let latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
         let _entered = self.span.enter();
-        let code = status.parse::<i32>().map(tonic::Code::from_i32);
-        let status_name = code.clone().map(|c| format!("{c:?}")).unwrap_or_else(|_| status.to_owned());
-        let server_fault = matches!(
-            code,
-            Ok(tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::DataLoss)
-        );
-        if server_fault {
-            tracing::warn!(request_id = %self.request_id, method = %self.method, status = %status_name, latency_ms, "rpc finished");
-        } else {
-            tracing::info!(request_id = %self.request_id, method = %self.method, status = %status_name, latency_ms, "rpc finished");
+        let code = status.parse::<i32>().ok().map(Code::from_i32);
+        let status_name = code.map_or_else(|| status.to_owned(), |c| format!("{c:?}"));
+        let error = message.filter(|_| code != Some(Code::Ok)).unwrap_or_default();
+        match code {
+            Some(Code::Internal | Code::Unknown | Code::DataLoss) => {
+                tracing::error!(status = %status_name, error, latency_ms, "rpc finished")
+            }
+            Some(Code::Unavailable | Code::DeadlineExceeded) => {
+                tracing::warn!(status = %status_name, error, latency_ms, "rpc finished")
+            }
+            Some(Code::Ok) => tracing::info!(status = %status_name, latency_ms, "rpc finished"),
+            _ => tracing::info!(status = %status_name, error, latency_ms, "rpc finished"),
         }
     }
 }
@@ -122,6 +154,7 @@ pin_project! {
         inner: B,
         record: Option<Record>,
         status: Option<String>,
+        message: Option<String>,
     }
 
     impl<B> PinnedDrop for LoggedBody<B> {
@@ -129,7 +162,7 @@ pin_project! {
             let this = this.project();
             if let Some(record) = this.record.take() {
                 // The body was dropped before it ended: the client went away mid-call.
-                record.emit(this.status.as_deref().unwrap_or("client disconnected"));
+                record.emit(this.status.as_deref().unwrap_or("client disconnected"), this.message.as_deref());
             }
         }
     }
@@ -144,23 +177,24 @@ impl<B: Body> Body for LoggedBody<B> {
         let frame = ready!(this.inner.poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
-                if let Some(status) =
-                    frame.trailers_ref().and_then(|t| t.get("grpc-status")).and_then(|v| v.to_str().ok())
+                if let Some(trailers) = frame.trailers_ref()
+                    && let Some(status) = trailers.get("grpc-status").and_then(|v| v.to_str().ok())
                 {
                     *this.status = Some(status.to_owned());
+                    let message = grpc_message(trailers);
                     if let Some(record) = this.record.take() {
-                        record.emit(status);
+                        record.emit(status, message.as_deref());
                     }
                 }
             }
             Some(Err(_)) => {
                 if let Some(record) = this.record.take() {
-                    record.emit("body error");
+                    record.emit("body error", None);
                 }
             }
             None => {
                 if let Some(record) = this.record.take() {
-                    record.emit(this.status.as_deref().unwrap_or("no status"));
+                    record.emit(this.status.as_deref().unwrap_or("no status"), this.message.as_deref());
                 }
             }
         }

@@ -274,3 +274,96 @@ async fn request_ids_are_echoed_or_generated() {
     let err = client.get_product(request).await.unwrap_err();
     assert_eq!(err.metadata().get("x-request-id").unwrap(), "err-req-1");
 }
+
+/// The per-call log line answers the on-call questions (issue 25): who called, from where, what
+/// failed and why, at a level that follows the outcome, with the request id and method once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_calls_log_line_names_caller_peer_and_error_once() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("soko_logs_{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_soko"))
+        .arg("serve")
+        .env_clear()
+        .env("SOKO_GRPC_ADDR", "127.0.0.1:0")
+        .env("SOKO_OPS_ADDR", "127.0.0.1:0")
+        .env("SOKO_DATA_DIR", &dir)
+        .env("SOKO_EMBEDDING_DIM", "8")
+        .env("SOKO_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn({
+        let lines = lines.clone();
+        move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    lines.lock().unwrap().push(v);
+                }
+            }
+        }
+    });
+    let serving = |lines: &[serde_json::Value]| {
+        lines.iter().find(|l| l["message"] == "soko is serving").map(|l| l["grpc"].as_str().unwrap().to_owned())
+    };
+    let started = std::time::Instant::now();
+    let addr = loop {
+        if let Some(addr) = serving(&lines.lock().unwrap()) {
+            break addr;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "server did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let registered = soko::proto::soko::auth::v1::auth_service_client::AuthServiceClient::new(channel.clone())
+        .register(soko::proto::soko::auth::v1::RegisterRequest {
+            email: "logged@example.com".into(),
+            password: "password-123".into(),
+            role: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let user_id = registered.user.unwrap().id;
+    let token = registered.tokens.unwrap().access_token;
+    let mut catalog = soko::proto::catalog::catalog_service_client::CatalogServiceClient::with_interceptor(
+        channel.clone(),
+        common::Bearer::new(Some(&token)),
+    );
+    catalog.list_categories(pb::ListCategoriesRequest {}).await.unwrap();
+    let bad = catalog.get_product(pb::GetProductRequest { id: "not-an-id".into() }).await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let lines = lines.lock().unwrap();
+    let finished = |method: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == "rpc finished" && l["span"]["method"] == method)
+            .unwrap_or_else(|| panic!("no line for {method} in {lines:#?}"))
+            .clone()
+    };
+    let ok = finished("/soko.catalog.v1.CatalogService/ListCategories");
+    assert_eq!(ok["level"], "INFO");
+    assert_eq!(ok["status"], "Ok");
+    assert_eq!(ok["span"]["caller"], format!("user:{user_id}"), "{ok}");
+    assert!(ok["span"]["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{ok}");
+    assert!(ok.get("error").is_none(), "no error on success: {ok}");
+    // Printed once: on the span, not again on the event.
+    assert!(ok.get("request_id").is_none() && ok.get("method").is_none(), "{ok}");
+    assert!(ok["span"]["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+
+    let refused = finished("/soko.catalog.v1.CatalogService/GetProduct");
+    assert_eq!(refused["level"], "INFO", "a client's bad input is not our failure: {refused}");
+    assert_eq!(refused["status"], "InvalidArgument");
+    assert_eq!(refused["error"], bad.message(), "{refused}");
+    let line = refused.to_string();
+    assert!(!line.contains(&token) && !line.contains("password-123"), "no secrets: {line}");
+}
