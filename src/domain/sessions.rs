@@ -52,6 +52,22 @@ struct Memory {
     epoch: u64,
 }
 
+impl Memory {
+    /// Forgets what it knows of one session; the next call reads it from the database.
+    fn forget_session(&mut self, session_id: SessionId) {
+        self.epoch += 1;
+        self.sessions.remove(&session_id);
+    }
+
+    /// Forgets every session of one user.
+    fn forget_user(&mut self, user_id: UserId) {
+        self.epoch += 1;
+        for session in self.by_user.remove(&user_id).unwrap_or_default() {
+            self.sessions.remove(&session);
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Sessions {
     db: Db,
@@ -112,32 +128,23 @@ impl Sessions {
 
     /// Forgets a session on this replica at once; the others learn it from its event.
     pub fn forget_session(&self, session_id: SessionId) {
-        let mut memory = self.memory.write().expect("sessions lock");
-        memory.epoch += 1;
-        memory.sessions.remove(&session_id);
+        self.memory.write().expect("sessions lock").forget_session(session_id);
     }
 
     /// Forgets every session of a user on this replica at once (role or password changed).
     pub fn forget_user(&self, user_id: UserId) {
-        let mut memory = self.memory.write().expect("sessions lock");
-        memory.epoch += 1;
-        for session in memory.by_user.remove(&user_id).unwrap_or_default() {
-            memory.sessions.remove(&session);
-        }
+        self.memory.write().expect("sessions lock").forget_user(user_id);
     }
 
     /// Forgets what `events` name. Unreadable ids are skipped: they name nothing we remember.
     fn apply(&self, events: &[SessionEventRow]) {
         let mut memory = self.memory.write().expect("sessions lock");
-        memory.epoch += 1;
         for event in events {
             if let Some(session) = event.session_id.as_deref().and_then(|s| s.parse::<SessionId>().ok()) {
-                memory.sessions.remove(&session);
+                memory.forget_session(session);
             }
             if let Some(user) = event.user_id.as_deref().and_then(|u| u.parse::<UserId>().ok()) {
-                for session in memory.by_user.remove(&user).unwrap_or_default() {
-                    memory.sessions.remove(&session);
-                }
+                memory.forget_user(user);
             }
         }
     }

@@ -11,7 +11,9 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use common::{ADMIN_PASSWORD, Backend, Bearer, TEST_JWT_SECRET, TestApp, product, spawn_app, violated_fields};
+use common::{
+    ADMIN_PASSWORD, Backend, Bearer, TEST_JWT_SECRET, TestApp, product, session_of, spawn_app, violated_fields,
+};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use prost_types::FieldMask;
 use serde_json::{Map, Value, json};
@@ -223,13 +225,6 @@ fn unix_now() -> i64 {
 
 fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// The session id inside an access token the server issued.
-fn session_of(access_token: &str) -> String {
-    let payload = access_token.split('.').nth(1).expect("a JWT has a payload");
-    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("json");
-    claims["sid"].as_str().expect("sid").to_owned()
 }
 
 /// Claims the server would issue for `user_id`'s session `sid` as a buyer, valid for ten

@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use common::{Backend, Bearer, TestApp, product, spawn_app, violated_fields};
+use common::{Backend, Bearer, TestApp, product, session_of, spawn_app, violated_fields};
 use soko::proto::{
     catalog::{self as pb},
     soko::{
@@ -377,13 +377,6 @@ fn signed_token(sub: &str, sid: &str, role: &str) -> String {
     });
     let header = Header { kid: Some("soko-1".into()), ..Header::new(jsonwebtoken::Algorithm::HS256) };
     encode(&header, &claims, &EncodingKey::from_secret(common::TEST_JWT_SECRET.as_bytes())).unwrap()
-}
-
-fn session_of(access_token: &str) -> String {
-    use base64::Engine;
-    let payload = access_token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
-    serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["sid"].as_str().unwrap().to_owned()
 }
 
 /// Every kind of call a ghost might make: public, authenticated, role-gated, and an admin one.

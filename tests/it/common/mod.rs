@@ -444,6 +444,15 @@ pub fn product(seller_id: &str, name: &str, category: &str, price: i64) -> pb::P
     }
 }
 
+/// The session id inside an access token the server issued.
+pub fn session_of(access_token: &str) -> String {
+    use base64::Engine;
+    let payload = access_token.split('.').nth(1).expect("a JWT has a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url");
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    claims["sid"].as_str().expect("sid").to_owned()
+}
+
 /// The field paths of a status's `BadRequest` violations.
 pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
     use tonic_types::StatusExt;
