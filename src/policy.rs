@@ -30,10 +30,21 @@ pub enum RateClass {
 pub struct MethodPolicy {
     pub access: Access,
     pub class: RateClass,
+    /// Whether the method changes the catalog, accounts or keys, and so is refused in read-only
+    /// mode. Signing in, refreshing and signing out write only session state and stay open: an
+    /// operator must be able to sign in to end read-only mode, and anyone to sign out.
+    pub writes: bool,
 }
 
+/// A method the read-only switch leaves open: it reads, or writes only what operating the
+/// service needs (sessions, a reindex, a backup file).
 const fn p(access: Access, class: RateClass) -> MethodPolicy {
-    MethodPolicy { access, class }
+    MethodPolicy { access, class, writes: false }
+}
+
+/// A method that writes.
+const fn w(access: Access, class: RateClass) -> MethodPolicy {
+    MethodPolicy { access, class, writes: true }
 }
 
 use Access::{Authenticated, Public};
@@ -44,30 +55,30 @@ const ADMIN: Access = Access::Role(Role::Admin);
 
 static POLICIES: &[(&str, MethodPolicy)] = &[
     ("/soko.catalog.v1.CatalogService/ListCategories", p(Public, DefaultClass)),
-    ("/soko.catalog.v1.CatalogService/CreateCategory", p(ADMIN, AdminClass)),
-    ("/soko.catalog.v1.CatalogService/CreateSeller", p(SELLER, Transaction)),
+    ("/soko.catalog.v1.CatalogService/CreateCategory", w(ADMIN, AdminClass)),
+    ("/soko.catalog.v1.CatalogService/CreateSeller", w(SELLER, Transaction)),
     ("/soko.catalog.v1.CatalogService/GetSeller", p(Public, DefaultClass)),
     ("/soko.catalog.v1.CatalogService/GetProduct", p(Public, DefaultClass)),
     ("/soko.catalog.v1.CatalogService/BatchGetProducts", p(Public, DefaultClass)),
     ("/soko.catalog.v1.CatalogService/ListProducts", p(Public, DefaultClass)),
-    ("/soko.catalog.v1.CatalogService/CreateProduct", p(SELLER, Transaction)),
-    ("/soko.catalog.v1.CatalogService/UpdateProduct", p(SELLER, Transaction)),
-    ("/soko.catalog.v1.CatalogService/DeleteProduct", p(SELLER, Transaction)),
+    ("/soko.catalog.v1.CatalogService/CreateProduct", w(SELLER, Transaction)),
+    ("/soko.catalog.v1.CatalogService/UpdateProduct", w(SELLER, Transaction)),
+    ("/soko.catalog.v1.CatalogService/DeleteProduct", w(SELLER, Transaction)),
     ("/soko.search.v1.SearchService/SearchProducts", p(Public, Search)),
     ("/soko.search.v1.SearchService/SearchByVector", p(Public, Search)),
     ("/soko.search.v1.SearchService/SearchByImage", p(Public, Upload)),
     ("/soko.search.v1.SearchService/SimilarProducts", p(Public, Search)),
     ("/soko.search.v1.SearchService/HybridSearch", p(Public, Search)),
-    ("/soko.auth.v1.AuthService/Register", p(Public, Auth)),
+    ("/soko.auth.v1.AuthService/Register", w(Public, Auth)),
     ("/soko.auth.v1.AuthService/Login", p(Public, Auth)),
     ("/soko.auth.v1.AuthService/Refresh", p(Public, Auth)),
     ("/soko.auth.v1.AuthService/Logout", p(Public, Auth)),
     ("/soko.auth.v1.AuthService/Me", p(Authenticated, DefaultClass)),
-    ("/soko.auth.v1.AuthService/ChangePassword", p(Authenticated, Auth)),
+    ("/soko.auth.v1.AuthService/ChangePassword", w(Authenticated, Auth)),
     ("/soko.admin.v1.AdminService/ListUsers", p(ADMIN, AdminClass)),
-    ("/soko.admin.v1.AdminService/SetUserRole", p(ADMIN, AdminClass)),
-    ("/soko.admin.v1.AdminService/CreateApiKey", p(ADMIN, AdminClass)),
-    ("/soko.admin.v1.AdminService/RevokeApiKey", p(ADMIN, AdminClass)),
+    ("/soko.admin.v1.AdminService/SetUserRole", w(ADMIN, AdminClass)),
+    ("/soko.admin.v1.AdminService/CreateApiKey", w(ADMIN, AdminClass)),
+    ("/soko.admin.v1.AdminService/RevokeApiKey", w(ADMIN, AdminClass)),
     ("/soko.admin.v1.AdminService/ListApiKeys", p(ADMIN, AdminClass)),
     ("/soko.admin.v1.AdminService/ListAuditEvents", p(ADMIN, AdminClass)),
     ("/soko.admin.v1.AdminService/SetReadOnlyMode", p(ADMIN, AdminClass)),

@@ -28,7 +28,7 @@ use crate::{
         search::SearchApi,
     },
     configuration::Config,
-    domain::{accounts::Accounts, api_keys::ApiKeys, audit::Audit, catalog::Catalog},
+    domain::{accounts::Accounts, api_keys::ApiKeys, audit::Audit, catalog::Catalog, switches::Switches},
     middleware::{
         auth::{Authorize, Identify},
         deadline::DeadlineLayer,
@@ -180,7 +180,12 @@ impl Application {
         crate::telemetry::metrics();
         let limiter = RateLimiter::new(redis);
         let rate_limit = RateLimit::new(limiter.clone(), config.rate_limits.clone());
-        let authorize = Authorize { audit: audit.clone() };
+        // The switches come up as they were left: a replica restarted in read-only mode stays in it.
+        let switches = Switches::new(db.clone());
+        if let Err(e) = switches.load().await {
+            tracing::warn!(error = %e, "reading the cluster switches failed; starting writable until the next poll");
+        }
+        let authorize = Authorize { audit: audit.clone(), switches: switches.clone() };
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -231,7 +236,14 @@ impl Application {
             .add_optional_service(config.transport.reflection.then_some(reflection_v1alpha))
             .add_service(catalog_service)
             .add_service(AuthServiceServer::new(AuthApi::new(accounts.clone())))
-            .add_service(AdminServiceServer::new(AdminApi::new(accounts.clone(), api_keys, audit, backups)))
+            .add_service(AdminServiceServer::new(AdminApi::new(
+                accounts.clone(),
+                api_keys,
+                audit,
+                backups,
+                switches.clone(),
+                search.clone(),
+            )))
             .add_service(
                 // SearchByImage carries a photo of up to 10 MiB: this service alone takes uploads.
                 SearchServiceServer::new(SearchApi::new(search.clone(), embedder))
@@ -280,6 +292,22 @@ impl Application {
         tokio::spawn(accounts.sessions().follow(async {
             let _ = sessions_stopped.await;
         }));
+        // Read-only mode and reindex requests made on other replicas reach this one.
+        let (stop_switches, switches_stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut reindex_requests = switches.reindex_requests();
+        tokio::spawn(switches.follow(async {
+            let _ = switches_stopped.await;
+        }));
+        tokio::spawn({
+            let search = search.clone();
+            async move {
+                while reindex_requests.changed().await.is_ok() {
+                    if search.start_reindex().is_none() {
+                        tracing::info!("reindex requested elsewhere while one runs here; the running one serves");
+                    }
+                }
+            }
+        });
         // Search serves once its index has caught up with the outbox.
         let (stop_search, search_stopped) = tokio::sync::oneshot::channel::<()>();
         let follower = tokio::spawn(search.clone().follow(async {
@@ -327,6 +355,7 @@ impl Application {
         let _ = stop_backups.send(());
         let drained = tokio::time::timeout(config.shutdown_timeout, grpc).await;
         let _ = stop_sessions.send(());
+        let _ = stop_switches.send(());
         // Readiness keeps answering 503 until the gRPC side is done.
         let _ = stop_ops.send(());
         let _ = stop_health.send(());

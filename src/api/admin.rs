@@ -1,5 +1,8 @@
-//! AdminService: users, roles, API keys and the audit log. Every call is audited here, with its
-//! outcome; refusals by the authentication layer are audited there.
+//! AdminService: users, roles, API keys, the audit log, read-only mode, the search index and
+//! backups. Every call is audited here, with its outcome; refusals by the authentication layer
+//! are audited there.
+
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
@@ -17,8 +20,10 @@ use crate::{
         api_keys::{ApiKey, ApiKeys},
         audit::{Audit, AuditEvent, check_reason},
         auth::RequestContext,
+        switches::{ReadOnly, Switches},
     },
     proto::soko::admin::v1::{self as pb, admin_service_server::AdminService},
+    search::{ReindexProgress, SearchEngine, SyncStatus},
     store::auth::AuditFilter,
 };
 
@@ -27,11 +32,20 @@ pub struct AdminApi {
     api_keys: ApiKeys,
     audit: Audit,
     backups: Backups,
+    switches: Switches,
+    search: Arc<SearchEngine>,
 }
 
 impl AdminApi {
-    pub fn new(accounts: Accounts, api_keys: ApiKeys, audit: Audit, backups: Backups) -> Self {
-        Self { accounts, api_keys, audit, backups }
+    pub fn new(
+        accounts: Accounts,
+        api_keys: ApiKeys,
+        audit: Audit,
+        backups: Backups,
+        switches: Switches,
+        search: Arc<SearchEngine>,
+    ) -> Self {
+        Self { accounts, api_keys, audit, backups, switches, search }
     }
 
     /// Records the call in the audit log and converts its result.
@@ -105,8 +119,54 @@ fn backup_to_proto(b: BackupInfo) -> pb::Backup {
     }
 }
 
-fn not_ours(method: &str) -> Status {
-    Status::unimplemented(format!("AdminService.{method} is not available yet"))
+fn read_only_to_proto(r: ReadOnly) -> pb::ReadOnlyMode {
+    pb::ReadOnlyMode {
+        enabled: r.enabled,
+        effective: r.enabled,
+        reason: r.reason,
+        update_time: r.updated_at.and_then(timestamp),
+        update_principal: r.updated_by,
+    }
+}
+
+fn reindex_to_proto(p: ReindexProgress) -> pb::ReindexStatus {
+    pb::ReindexStatus {
+        running: p.running,
+        // Only the local index exists until Milvus is configured.
+        target: pb::ReindexTarget::Local as i32,
+        start_time: timestamp(p.started_at),
+        end_time: p.finished_at.and_then(timestamp),
+        indexed_count: i64::try_from(p.indexed).unwrap_or(i64::MAX),
+        total_count: i64::try_from(p.total).unwrap_or(i64::MAX),
+        error_message: p.error.unwrap_or_default(),
+    }
+}
+
+/// A follower further behind than this many events is catching up rather than keeping pace.
+const CATCHING_UP_EVENTS: i64 = 1_000;
+
+fn local_sync_to_proto(s: &SyncStatus) -> pb::IndexSyncStatus {
+    let lag_events = (s.head - s.watermark).max(0);
+    let state = if s.last_error.is_some() {
+        pb::SyncState::Failing
+    } else if !s.ready || lag_events > CATCHING_UP_EVENTS {
+        pb::SyncState::CatchingUp
+    } else {
+        pb::SyncState::Healthy
+    };
+    pb::IndexSyncStatus {
+        state: state as i32,
+        watermark: s.watermark,
+        lag_events,
+        lag: Some(prost_types::Duration {
+            seconds: i64::try_from(s.lag.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(s.lag.subsec_nanos()).unwrap_or(0),
+        }),
+        vector_count: i64::try_from(s.vector_count).unwrap_or(i64::MAX),
+        last_apply_time: s.last_apply.and_then(timestamp),
+        last_reconcile_time: None,
+        last_error: s.last_error.clone().unwrap_or_default(),
+    }
 }
 
 #[tonic::async_trait]
@@ -218,27 +278,67 @@ impl AdminService for AdminApi {
 
     async fn set_read_only_mode(
         &self,
-        _: Request<pb::SetReadOnlyModeRequest>,
+        request: Request<pb::SetReadOnlyModeRequest>,
     ) -> Result<Response<pb::SetReadOnlyModeResponse>, Status> {
-        Err(not_ours("SetReadOnlyMode"))
+        let ctx = context(&request);
+        let r = request.into_inner();
+        let before = self.switches.read_only().enabled;
+        let result = self.switches.set_read_only(&ctx, r.enabled, &r.reason).await;
+        let details = [("was_enabled", before.to_string()), ("enabled", r.enabled.to_string())];
+        let state = self.audited(&ctx, "SetReadOnlyMode", "read_only_mode", &r.reason, &details, result).await?;
+        Ok(Response::new(pb::SetReadOnlyModeResponse { read_only_mode: Some(read_only_to_proto(state)) }))
     }
 
     async fn get_read_only_mode(
         &self,
-        _: Request<pb::GetReadOnlyModeRequest>,
+        request: Request<pb::GetReadOnlyModeRequest>,
     ) -> Result<Response<pb::GetReadOnlyModeResponse>, Status> {
-        Err(not_ours("GetReadOnlyMode"))
+        let ctx = context(&request);
+        let state =
+            self.audited(&ctx, "GetReadOnlyMode", "read_only_mode", "", &[], Ok(self.switches.read_only())).await?;
+        Ok(Response::new(pb::GetReadOnlyModeResponse { read_only_mode: Some(read_only_to_proto(state)) }))
     }
 
-    async fn reindex(&self, _: Request<pb::ReindexRequest>) -> Result<Response<pb::ReindexResponse>, Status> {
-        Err(not_ours("Reindex"))
+    async fn reindex(&self, request: Request<pb::ReindexRequest>) -> Result<Response<pb::ReindexResponse>, Status> {
+        let ctx = context(&request);
+        let r = request.into_inner();
+        let target = pb::ReindexTarget::try_from(r.target).unwrap_or(pb::ReindexTarget::Unspecified);
+        let result = async {
+            check_reason(&r.reason)?;
+            match target {
+                pb::ReindexTarget::Milvus => {
+                    return Err(Error::FailedPrecondition("Milvus is not configured on this deployment".into()));
+                }
+                pb::ReindexTarget::Unspecified | pb::ReindexTarget::All | pb::ReindexTarget::Local => {}
+            }
+            if self.search.reindex_progress().is_some_and(|p| p.running) {
+                return Err(Error::FailedPrecondition("a reindex is already running on this replica".into()));
+            }
+            // Recorded first, so the other replicas rebuild too even if this one's start races.
+            self.switches.request_reindex(&ctx, &r.reason).await?;
+            self.search
+                .start_reindex()
+                .ok_or_else(|| Error::FailedPrecondition("a reindex is already running on this replica".into()))
+        }
+        .await;
+        let details = [("target", target.as_str_name().to_owned())];
+        let progress = self.audited(&ctx, "Reindex", "search_index", &r.reason, &details, result).await?;
+        Ok(Response::new(pb::ReindexResponse { reindex: Some(reindex_to_proto(progress)) }))
     }
 
     async fn get_sync_status(
         &self,
-        _: Request<pb::GetSyncStatusRequest>,
+        request: Request<pb::GetSyncStatusRequest>,
     ) -> Result<Response<pb::GetSyncStatusResponse>, Status> {
-        Err(not_ours("GetSyncStatus"))
+        let ctx = context(&request);
+        let result = self.search.sync_status().await.map_err(Error::from);
+        let status = self.audited(&ctx, "GetSyncStatus", "search_index", "", &[], result).await?;
+        Ok(Response::new(pb::GetSyncStatusResponse {
+            outbox_head_id: status.head,
+            local_index: Some(local_sync_to_proto(&status)),
+            milvus: Some(pb::IndexSyncStatus { state: pb::SyncState::Disabled as i32, ..Default::default() }),
+            reindex: self.search.reindex_progress().map(reindex_to_proto),
+        }))
     }
 
     async fn create_backup(

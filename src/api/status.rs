@@ -10,6 +10,8 @@ use crate::domain::Error;
 
 /// The `ErrorInfo.domain` of every error Soko produces.
 const ERROR_DOMAIN: &str = "soko.marketplace";
+/// The `ErrorInfo.reason` of a write refused in read-only mode, as the contract documents it.
+pub const READ_ONLY_REASON: &str = "READ_ONLY_MODE";
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -68,6 +70,16 @@ impl From<Error> for Status {
                 Status::with_error_details(
                     Code::Unavailable,
                     "the service is temporarily unavailable; retry with backoff",
+                    details,
+                )
+            }
+            Error::ReadOnly => {
+                // No RetryInfo: the switch stays on until an operator turns it off, so a client
+                // should tell its user rather than retry on a short timer.
+                let details = ErrorDetails::with_error_info(READ_ONLY_REASON, ERROR_DOMAIN, []);
+                Status::with_error_details(
+                    Code::Unavailable,
+                    "the service is in read-only mode: reads work, writes are refused until it ends",
                     details,
                 )
             }

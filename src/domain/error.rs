@@ -31,6 +31,9 @@ pub enum Error {
     ResourceExhausted { message: String, retry_after: std::time::Duration },
     #[error("storage unavailable")]
     Unavailable(#[source] StoreError),
+    /// An operator put the service in read-only mode: writes are refused, reads go on.
+    #[error("read-only mode")]
+    ReadOnly,
     /// A dependency other than storage is saturated or down; retry later.
     #[error("{0}")]
     Busy(&'static str),

@@ -46,5 +46,6 @@ pub mod error;
 pub mod listing;
 pub mod product;
 pub mod sessions;
+pub mod switches;
 
 pub use error::{Error, FieldViolation};

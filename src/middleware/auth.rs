@@ -24,6 +24,7 @@ use crate::{
         api_keys::ApiKeys,
         audit::Audit,
         auth::{Principal, RequestContext},
+        switches::Switches,
     },
     policy::{self, Access},
 };
@@ -122,10 +123,13 @@ fn peer(extensions: &http::Extensions) -> (Option<SocketAddr>, Option<String>) {
     }
 }
 
-/// Applies the method policy to the identified caller. Refusals of admin methods are audited.
+/// Applies the method policy to the identified caller, and refuses writes in read-only mode
+/// (after the caller is known to be allowed, so a stranger learns nothing from the answer).
+/// Refusals of admin methods are audited.
 #[derive(Clone)]
 pub struct Authorize {
     pub audit: Audit,
+    pub switches: Switches,
 }
 
 fn authorize(access: Access, principal: &Principal) -> Result<(), Error> {
@@ -149,6 +153,13 @@ impl Gate for Authorize {
         if let Err(e) = authorize(policy.access, &ctx.principal) {
             let status = Status::from(e);
             audit_admin_refusal(&self.audit, path, ctx, &status, "refused by policy").await;
+            return Err(status.into());
+        }
+        if policy.writes
+            && let Err(e) = self.switches.check_writable()
+        {
+            let status = Status::from(e);
+            audit_admin_refusal(&self.audit, path, ctx, &status, "read-only mode").await;
             return Err(status.into());
         }
         Ok(Admit::default())

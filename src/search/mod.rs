@@ -7,6 +7,7 @@ pub mod cache;
 pub mod distance;
 mod graph;
 mod query;
+mod rebuild;
 pub mod snapshot;
 pub mod store;
 pub mod synthetic;
@@ -16,6 +17,7 @@ pub mod vector;
 pub use by_image::ImageRequest;
 pub use query::{DEFAULT_TOP_K, MAX_TOP_K, QUERY_MAX_CHARS, SearchRequest, SearchSort, VectorRequest};
 use query::{RRF_DEPTH, RRF_K, parse_filter, parse_top_k};
+pub use rebuild::{ReindexProgress, SyncStatus};
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -58,6 +60,11 @@ pub struct SearchEngine {
     follow: tokio::sync::Mutex<FollowState>,
     ready: std::sync::atomic::AtomicBool,
     snapshots: Option<SnapshotConfig>,
+    /// What the sync status reports, kept apart from `follow` so reading it never waits for a
+    /// catch-up.
+    sync: std::sync::Mutex<rebuild::SyncInfo>,
+    /// The running or last reindex on this replica.
+    reindex: std::sync::Mutex<Option<ReindexProgress>>,
 }
 
 #[derive(Default)]
@@ -92,6 +99,8 @@ impl SearchEngine {
             follow: tokio::sync::Mutex::new(FollowState::default()),
             ready: std::sync::atomic::AtomicBool::new(false),
             snapshots,
+            sync: std::sync::Mutex::default(),
+            reindex: std::sync::Mutex::default(),
         })
     }
 
@@ -164,6 +173,7 @@ impl SearchEngine {
                 *self.position.lock().expect("position lock") = position_digest(&state);
             }
             if done {
+                self.sync.lock().expect("sync lock").caught_up(state.watermark, applied);
                 return Ok(applied);
             }
         }
@@ -296,7 +306,10 @@ impl SearchEngine {
                         tracing::info!(products = self.len(), "search index caught up with the outbox");
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "search index: reading the outbox failed; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "search index: reading the outbox failed; retrying");
+                    self.sync.lock().expect("sync lock").failed(&e);
+                }
             }
             if interval.is_some_and(|every| last_snapshot.elapsed() >= every) {
                 self.snapshot().await;

@@ -500,6 +500,22 @@ impl Db {
             .collect()
     }
 
+    /// The newest outbox id (0 when empty), and when the oldest event after `after` was
+    /// written: how far a follower at `after` is behind.
+    pub async fn outbox_lag(&self, after: i64) -> Result<(i64, Option<i64>), StoreError> {
+        Ok(with_conn!(self, |conn| {
+            let head: Option<i64> = outbox::table.select(diesel::dsl::max(outbox::id)).first(conn).await?;
+            let oldest: Option<i64> = outbox::table
+                .filter(outbox::id.gt(after))
+                .order(outbox::id.asc())
+                .select(outbox::created_at)
+                .first(conn)
+                .await
+                .optional()?;
+            (head.unwrap_or(0), oldest)
+        }))
+    }
+
     /// How many live products there are.
     pub async fn count_products(&self) -> Result<i64, StoreError> {
         Ok(with_conn!(self, |conn| {

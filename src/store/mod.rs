@@ -9,6 +9,7 @@ pub mod catalog;
 mod error;
 pub mod lease;
 mod schema;
+pub mod settings;
 
 use std::{sync::Arc, time::Duration};
 

@@ -122,6 +122,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    cluster_settings (name) {
+        name -> Text,
+        value -> Text,
+        reason -> Text,
+        updated_at -> BigInt,
+        updated_by -> Text,
+    }
+}
+
 diesel::joinable!(products -> sellers (seller_id));
 diesel::joinable!(sellers -> users (owner_user_id));
 diesel::joinable!(sessions -> users (user_id));
@@ -139,5 +149,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
     audit_events,
     leases,
-    session_events
+    session_events,
+    cluster_settings
 );

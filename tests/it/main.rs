@@ -3,6 +3,7 @@
 
 #[macro_use]
 mod common;
+mod admin_ops;
 mod auth;
 mod backup;
 mod catalog;

@@ -13,7 +13,6 @@ use soko::proto::{
     grpc::health::v1::{
         HealthCheckRequest, HealthListRequest, health_check_response::ServingStatus, health_client::HealthClient,
     },
-    soko::admin::v1::GetSyncStatusRequest,
 };
 use tonic::Code;
 
@@ -72,11 +71,22 @@ async fn health_watch_streams_service_unknown_without_ending() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unimplemented_services_answer_unimplemented() {
+async fn methods_outside_the_contract_answer_unimplemented() {
     let app = spawn_app(Backend::Sqlite).await;
-    let mut admin = app.admin_as(Some(&app.admin_token));
-    let err = admin.get_sync_status(GetSyncStatusRequest::default()).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
+    for path in ["/soko.catalog.v1.CatalogService/NoSuchMethod", "/soko.nothing.v1.NoService/Get"] {
+        let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+        grpc.ready().await.expect("ready");
+        let codec = tonic_prost::ProstCodec::<pb::ListCategoriesRequest, pb::ListCategoriesResponse>::default();
+        let err = grpc
+            .unary(
+                tonic::Request::new(pb::ListCategoriesRequest::default()),
+                ::http::uri::PathAndQuery::from_static(path),
+                codec,
+            )
+            .await
+            .expect_err(path);
+        assert_eq!(err.code(), Code::Unimplemented, "{path}: {err:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
