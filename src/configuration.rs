@@ -120,6 +120,9 @@ pub struct AuthConfig {
     /// True when no `JWT_SECRET` was given and a random one was made for this process
     /// (development only: tokens die with the process and differ between replicas).
     pub jwt_secret_generated: bool,
+    /// The secret being rotated out and its key id (`JWT_SECRET_PREVIOUS`,
+    /// `SOKO_JWT_PREVIOUS_KEY_ID`): still accepted, never used to sign.
+    pub jwt_previous: Option<(Secret, String)>,
     pub jwt_key_id: String,
     pub jwt_issuer: String,
     pub jwt_audience: String,
@@ -460,10 +463,38 @@ impl Config {
         if !(1..=64).contains(&password_hash_concurrency) {
             problems.push(format!("SOKO_PASSWORD_HASH_CONCURRENCY: {password_hash_concurrency} is outside 1..=64"));
         }
+        let jwt_key_id = var("SOKO_JWT_KEY_ID").unwrap_or_else(|| "soko-1".into());
+        // A rotation: the old secret under its old key id, accepted (never used to sign) until
+        // the tokens it signed have expired.
+        let jwt_previous = match (var("JWT_SECRET_PREVIOUS"), var("SOKO_JWT_PREVIOUS_KEY_ID")) {
+            (None, None) => None,
+            (Some(secret), Some(key_id)) => {
+                if key_id == jwt_key_id {
+                    problems.push(format!(
+                        "SOKO_JWT_PREVIOUS_KEY_ID: `{key_id}` is also SOKO_JWT_KEY_ID; a rotation gives the new key a new id"
+                    ));
+                }
+                if let Some(why) = weak_secret(secret.as_bytes())
+                    && env == Environment::Production
+                {
+                    problems.push(format!("JWT_SECRET_PREVIOUS: {why}; production refuses weak secrets"));
+                }
+                Some((Secret::new(secret.into_bytes()), key_id))
+            }
+            (Some(_), None) => {
+                problems.push("JWT_SECRET_PREVIOUS: needs SOKO_JWT_PREVIOUS_KEY_ID, the key id it signed with".into());
+                None
+            }
+            (None, Some(_)) => {
+                problems.push("SOKO_JWT_PREVIOUS_KEY_ID: needs JWT_SECRET_PREVIOUS".into());
+                None
+            }
+        };
         let auth = AuthConfig {
             jwt_secret,
             jwt_secret_generated,
-            jwt_key_id: var("SOKO_JWT_KEY_ID").unwrap_or_else(|| "soko-1".into()),
+            jwt_previous,
+            jwt_key_id,
             jwt_issuer: var("SOKO_JWT_ISSUER").unwrap_or_else(|| "soko".into()),
             jwt_audience: var("SOKO_JWT_AUDIENCE").unwrap_or_else(|| "soko-api".into()),
             access_token_ttl: Duration::from_secs(access_secs),

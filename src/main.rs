@@ -23,6 +23,10 @@ commands:
                    create an account (default role: admin); the password is read from
                    SOKO_NEW_USER_PASSWORD if set, otherwise from the first line of standard input
 {backup}
+  health-check [HOST:PORT]
+                   ask a running server's gRPC health service whether it is SERVING; exit 0 if
+                   so, 1 otherwise (for container HEALTHCHECKs). Default: SOKO_HEALTH_ADDR, else
+                   SOKO_GRPC_ADDR, on this host
   help             show this message
 
 Configuration comes from the environment; see .env.example.";
@@ -53,6 +57,10 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        // Before the configuration: a probe must not fail because a secret is missing from its
+        // environment.
+        ["health-check"] => return health_check(None).await,
+        ["health-check", addr] => return health_check(Some(addr)).await,
         ["help" | "--help" | "-h"] => {
             println!("{}", usage());
             return ExitCode::SUCCESS;
@@ -87,6 +95,37 @@ enum Command {
     Migrate,
     CreateUser { email: String, role: Role },
     Backup(soko::backup::cli::Command),
+}
+
+/// One gRPC health Check of the whole server, with a short deadline.
+async fn health_check(addr: Option<&str>) -> ExitCode {
+    use soko::proto::grpc::health::v1::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let configured = std::env::var("SOKO_HEALTH_ADDR").or_else(|_| std::env::var("SOKO_GRPC_ADDR")).ok();
+    let addr = addr.map(str::to_owned).or(configured).unwrap_or_else(|| "127.0.0.1:50051".into());
+    // A server listening on every interface is reached on loopback.
+    let addr = addr.replace("0.0.0.0:", "127.0.0.1:").replace("[::]:", "[::1]:");
+    let check = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
+        let response = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await?;
+        Ok::<_, Box<dyn std::error::Error>>(response.into_inner().status())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(3), check).await {
+        Ok(Ok(ServingStatus::Serving)) => ExitCode::SUCCESS,
+        Ok(Ok(status)) => {
+            eprintln!("soko: {addr} is {}", status.as_str_name());
+            ExitCode::FAILURE
+        }
+        Ok(Err(e)) => {
+            eprintln!("soko: health check of {addr} failed: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("soko: health check of {addr} timed out after 3 s");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn parse_create_user(args: &[&str]) -> Option<(String, Role)> {

@@ -32,7 +32,8 @@ pub struct MethodPolicy {
     pub class: RateClass,
     /// Whether the method changes the catalog, accounts or keys, and so is refused in read-only
     /// mode. Signing in, refreshing and signing out write only session state and stay open: an
-    /// operator must be able to sign in to end read-only mode, and anyone to sign out.
+    /// operator must be able to sign in to end read-only mode, and anyone to sign out. Revoking
+    /// an API key stays open too: a leak is no time to wait for maintenance to end.
     pub writes: bool,
 }
 
@@ -78,7 +79,7 @@ static POLICIES: &[(&str, MethodPolicy)] = &[
     ("/soko.admin.v1.AdminService/ListUsers", p(ADMIN, AdminClass)),
     ("/soko.admin.v1.AdminService/SetUserRole", w(ADMIN, AdminClass)),
     ("/soko.admin.v1.AdminService/CreateApiKey", w(ADMIN, AdminClass)),
-    ("/soko.admin.v1.AdminService/RevokeApiKey", w(ADMIN, AdminClass)),
+    ("/soko.admin.v1.AdminService/RevokeApiKey", p(ADMIN, AdminClass)),
     ("/soko.admin.v1.AdminService/ListApiKeys", p(ADMIN, AdminClass)),
     ("/soko.admin.v1.AdminService/ListAuditEvents", p(ADMIN, AdminClass)),
     ("/soko.admin.v1.AdminService/SetReadOnlyMode", p(ADMIN, AdminClass)),
@@ -96,6 +97,16 @@ const EXEMPT_PREFIXES: &[&str] =
 /// Health and reflection: no authentication, no rate limits.
 pub fn is_exempt(path: &str) -> bool {
     EXEMPT_PREFIXES.iter().any(|prefix| path.starts_with(prefix))
+}
+
+/// The name metrics give a call's method: the path itself when the contract or the exempt
+/// infrastructure has it, one shared name otherwise, so a client inventing paths cannot grow the
+/// number of series.
+pub fn metric_method(path: &str) -> &'static str {
+    if let Some((known, _)) = POLICIES.iter().find(|(p, _)| *p == path) {
+        return known;
+    }
+    EXEMPT_PREFIXES.iter().find(|prefix| path.starts_with(*prefix)).copied().unwrap_or("other")
 }
 
 /// The policy of a Soko method; `None` for paths that are not Soko methods (the router answers
@@ -166,6 +177,16 @@ mod tests {
             }
         }
         assert!(wrong.is_empty(), "Access: lines disagree with the policy table:\n{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn metric_method_names_are_bounded() {
+        assert_eq!(
+            metric_method("/soko.catalog.v1.CatalogService/GetProduct"),
+            "/soko.catalog.v1.CatalogService/GetProduct"
+        );
+        assert_eq!(metric_method("/grpc.health.v1.Health/Check"), "/grpc.health.v1.Health/");
+        assert_eq!(metric_method("/soko.catalog.v1.CatalogService/Invented123"), "other");
     }
 
     #[test]

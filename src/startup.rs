@@ -69,13 +69,16 @@ pub enum RunError {
 pub fn accounts(config: &Config, db: &Db) -> Accounts {
     let auth = &config.auth;
     let hasher = PasswordHasher::new(auth.password_hash_concurrency, Duration::from_secs(10));
-    let tokens = TokenKeys::new(
+    let mut tokens = TokenKeys::new(
         auth.jwt_secret.expose(),
         &auth.jwt_key_id,
         &auth.jwt_issuer,
         &auth.jwt_audience,
         auth.access_token_ttl,
     );
+    if let Some((secret, key_id)) = &auth.jwt_previous {
+        tokens = tokens.with_previous(secret.expose(), key_id);
+    }
     Accounts::new(db.clone(), hasher, tokens, auth.refresh_token_ttl, Audit::new(db.clone()))
 }
 

@@ -21,7 +21,16 @@ pub fn init(config: &Config) {
 pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
     static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+        // Every `*_seconds` histogram has buckets, so Prometheus can aggregate latency across
+        // replicas (the exporter's default, a summary, cannot be).
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Suffix("_seconds".into()),
+                crate::middleware::request_log::HANDLING_BUCKETS,
+            )
+            .expect("the bucket list is not empty")
+            .build_recorder();
         let handle = recorder.handle();
         // Another recorder may already be installed (an embedding application's); then ours only
         // renders what it was given.

@@ -65,6 +65,7 @@ impl From<Error> for Status {
             }
             Error::Unavailable(source) => {
                 tracing::warn!(error = %source, "storage unavailable");
+                metrics::counter!("soko_dependency_errors_total", "dependency" => "database").increment(1);
                 let mut details = ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1)));
                 details.set_error_info("STORAGE_UNAVAILABLE", ERROR_DOMAIN, []);
                 Status::with_error_details(
@@ -85,6 +86,7 @@ impl From<Error> for Status {
             }
             Error::DependencyUnavailable { dependency, source } => {
                 tracing::warn!(dependency, error = format!("{source:#}"), "dependency unavailable");
+                metrics::counter!("soko_dependency_errors_total", "dependency" => dependency).increment(1);
                 let mut details = ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1)));
                 details.set_error_info(
                     "DEPENDENCY_UNAVAILABLE",

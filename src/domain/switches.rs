@@ -34,6 +34,7 @@ pub struct ReadOnly {
 
 impl ReadOnly {
     fn from_row(row: &SettingRow) -> Self {
+        metrics::gauge!("soko_read_only_mode").set(if row.value == "on" { 1.0 } else { 0.0 });
         Self {
             enabled: row.value == "on",
             reason: row.reason.clone(),
@@ -70,6 +71,7 @@ impl Switches {
         let rows = self.db.settings().await?;
         let mut known = self.known.write().expect("switches lock");
         known.read_only = rows.iter().find(|r| r.name == READ_ONLY).map(ReadOnly::from_row).unwrap_or_default();
+        metrics::gauge!("soko_read_only_mode").set(if known.read_only.enabled { 1.0 } else { 0.0 });
         known.reindex = rows.iter().find(|r| r.name == REINDEX).map(|r| r.value.clone());
         Ok(())
     }

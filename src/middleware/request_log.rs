@@ -20,6 +20,13 @@ use tracing::Instrument;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// Calls finished, by `method` and `code` (the canonical upper-case status name).
+pub const HANDLED: &str = "soko_grpc_server_handled_total";
+/// Server-side latency of each call, by `method`, to the end of its response.
+pub const HANDLING_SECONDS: &str = "soko_grpc_server_handling_seconds";
+/// Histogram buckets for gRPC latency: 1 ms to 10 s, dense where the SLO (250 ms) sits.
+pub const HANDLING_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
 /// The id of the call being served, available to handlers as a request extension.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
@@ -79,9 +86,10 @@ where
             span.record("peer", tracing::field::display(peer));
         }
         let start = Instant::now();
+        let metric_method = crate::policy::metric_method(&method);
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(async move {
-            let record = Record { span: span.clone(), request_id: id, start };
+            let record = Record { span: span.clone(), request_id: id, start, metric_method };
             let mut response = match future.instrument(span).await {
                 Ok(response) => response,
                 Err(e) => {
@@ -120,6 +128,8 @@ struct Record {
     span: tracing::Span,
     request_id: String,
     start: Instant,
+    /// The method as metrics label it (bounded, see [`crate::policy::metric_method`]).
+    metric_method: &'static str,
 }
 
 impl Record {
@@ -129,9 +139,15 @@ impl Record {
     /// and caller are fields of the call's span, so they are printed once.
     fn emit(self, status: &str, message: Option<&str>) {
         use tonic::Code;
-        let latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let latency_ms = elapsed * 1000.0;
         let _entered = self.span.enter();
         let code = status.parse::<i32>().ok().map(Code::from_i32);
+        // RED metrics: every call, by method and outcome. Calls that ended without a status
+        // (the client went away, a transport error) count under their own code.
+        let code_label = code.map_or("NO_STATUS", crate::api::status::code_name);
+        metrics::counter!(HANDLED, "method" => self.metric_method, "code" => code_label).increment(1);
+        metrics::histogram!(HANDLING_SECONDS, "method" => self.metric_method).record(elapsed);
         let status_name = code.map_or_else(|| status.to_owned(), |c| format!("{c:?}"));
         let error = message.filter(|_| code != Some(Code::Ok)).unwrap_or_default();
         match code {

@@ -42,6 +42,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// taken to be a rolled-back transaction and skipped.
 const GAP_TIMEOUT: Duration = Duration::from_secs(10);
 const BATCH: i64 = 500;
+/// How often the follower's lag is measured for metrics.
+const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 /// New vectors gathered before they are added to the index, bounding a catch-up's memory.
 const PENDING_MAX: usize = 50_000;
 
@@ -271,7 +273,12 @@ impl SearchEngine {
     pub async fn snapshot(self: &Arc<Self>) {
         let Some(config) = self.snapshots.clone() else { return };
         let mut state = self.follow.lock().await;
-        if state.unsnapshotted == 0 || state.load_text {
+        if state.load_text {
+            return;
+        }
+        if state.unsnapshotted == 0 {
+            // The snapshot on disk is still current: its age, as alerts read it, is zero.
+            metrics::gauge!("soko_search_snapshot_timestamp_seconds").set(unix_seconds());
             return;
         }
         let (watermark, above): (i64, Vec<i64>) = (state.watermark, state.applied_above.iter().copied().collect());
@@ -285,6 +292,7 @@ impl SearchEngine {
         match written {
             Ok(Ok(dir)) => {
                 state.unsnapshotted = 0;
+                metrics::gauge!("soko_search_snapshot_timestamp_seconds").set(unix_seconds());
                 tracing::info!(dir = %dir.display(), watermark, elapsed_ms = started.elapsed().as_millis() as u64, "search snapshot written");
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "writing the search snapshot failed; will retry"),
@@ -299,16 +307,27 @@ impl SearchEngine {
         self.restore().await;
         let interval = self.snapshots.as_ref().map(|c| c.interval);
         let mut last_snapshot = Instant::now();
+        let mut last_lag_report = Instant::now() - LAG_REPORT_INTERVAL;
         loop {
             match self.catch_up().await {
                 Ok(_) => {
                     if !self.ready.swap(true, std::sync::atomic::Ordering::AcqRel) {
                         tracing::info!(products = self.len(), "search index caught up with the outbox");
                     }
+                    metrics::gauge!("soko_search_last_sync_timestamp_seconds").set(unix_seconds());
+                    metrics::gauge!("soko_search_index_products").set(self.len() as f64);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "search index: reading the outbox failed; retrying");
                     self.sync.lock().expect("sync lock").failed(&e);
+                }
+            }
+            if last_lag_report.elapsed() >= LAG_REPORT_INTERVAL {
+                last_lag_report = Instant::now();
+                // What an alert on follower lag reads: a query, so not on every poll.
+                if let Ok(status) = self.sync_status().await {
+                    metrics::gauge!("soko_search_lag_seconds").set(status.lag.as_secs_f64());
+                    metrics::gauge!("soko_search_lag_events").set((status.head - status.watermark).max(0) as f64);
                 }
             }
             if interval.is_some_and(|every| last_snapshot.elapsed() >= every) {
@@ -324,6 +343,10 @@ impl SearchEngine {
             }
         }
     }
+}
+
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
 }
 
 fn position_digest(state: &FollowState) -> [u8; 32] {

@@ -49,11 +49,14 @@ pub enum TokenError {
     MissingClaim,
 }
 
-/// Issues and verifies access tokens with one signing key.
+/// Issues access tokens with one signing key, and verifies them with it or, during a rotation,
+/// with the previous key: tokens signed before the rotation keep working until they expire.
 #[derive(Clone)]
 pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// The key id and verifying key of the secret being rotated out.
+    previous: Option<(String, DecodingKey)>,
     validation: Validation,
     key_id: String,
     issuer: String,
@@ -85,12 +88,20 @@ impl TokenKeys {
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            previous: None,
             validation,
             key_id: key_id.to_owned(),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             ttl,
         }
+    }
+
+    /// Also accepts tokens signed with `secret` under `key_id` (which must differ from the
+    /// current key's id): the key being rotated out.
+    pub fn with_previous(mut self, secret: &[u8], key_id: &str) -> Self {
+        self.previous = Some((key_id.to_owned(), DecodingKey::from_secret(secret)));
+        self
     }
 
     pub fn ttl(&self) -> Duration {
@@ -124,10 +135,12 @@ impl TokenKeys {
         if header.alg != Algorithm::HS256 {
             return Err(TokenError::Algorithm);
         }
-        if header.kid.as_deref() != Some(self.key_id.as_str()) {
-            return Err(TokenError::UnknownKey);
-        }
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|data| data.claims).map_err(|e| {
+        let key = match (header.kid.as_deref(), &self.previous) {
+            (Some(kid), _) if kid == self.key_id => &self.decoding,
+            (Some(kid), Some((previous_kid, previous))) if kid == previous_kid => previous,
+            _ => return Err(TokenError::UnknownKey),
+        };
+        jsonwebtoken::decode::<Claims>(token, key, &self.validation).map(|data| data.claims).map_err(|e| {
             match e.kind() {
                 ErrorKind::InvalidSignature => TokenError::Signature,
                 ErrorKind::ExpiredSignature => TokenError::Expired,
@@ -168,5 +181,19 @@ mod tests {
         let rotated = TokenKeys::new(&[7u8; 32], "k2", "soko", "soko-api", Duration::from_secs(900));
         assert_eq!(rotated.verify(&token), Err(TokenError::UnknownKey));
         assert_eq!(keys().verify(&"a".repeat(MAX_TOKEN_BYTES + 1)), Err(TokenError::TooLarge));
+    }
+
+    #[test]
+    fn a_rotation_accepts_the_previous_key_by_its_id_only() {
+        let old = keys().issue("u", "buyer", "s").unwrap().token;
+        let rotated = TokenKeys::new(&[9u8; 32], "k2", "soko", "soko-api", Duration::from_secs(900))
+            .with_previous(&[7u8; 32], "k1");
+        assert_eq!(rotated.verify(&old).unwrap().sub, "u", "tokens of the old key work until they expire");
+        let new = rotated.issue("v", "buyer", "s").unwrap().token;
+        assert_eq!(rotated.verify(&new).unwrap().sub, "v");
+        assert_eq!(keys().verify(&new), Err(TokenError::UnknownKey), "new tokens are signed with the new key");
+        // A token naming the old id but signed with anything else is still refused.
+        let forged = TokenKeys::new(&[1u8; 32], "k1", "soko", "soko-api", Duration::from_secs(900));
+        assert_eq!(rotated.verify(&forged.issue("u", "admin", "s").unwrap().token), Err(TokenError::Signature));
     }
 }

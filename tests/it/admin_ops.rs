@@ -81,6 +81,26 @@ async fn read_only_mode_reaches_every_replica_refuses_only_writes_and_survives_a
     assert_eq!(too_long.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&too_long), ["reason"]);
 
+    let admin_id = admin_a
+        .list_users(admin_pb::ListUsersRequest { email: common::ADMIN_EMAIL.into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .users[0]
+        .id
+        .clone();
+    let key = admin_a
+        .create_api_key(admin_pb::CreateApiKeyRequest {
+            user_id: admin_id,
+            display_name: "leaks later".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .api_key
+        .unwrap();
+
     let state = set_read_only(&a, true, "database maintenance").await;
     assert!(state.enabled && state.effective, "{state:?}");
     assert_eq!(state.reason, "database maintenance");
@@ -149,6 +169,9 @@ async fn read_only_mode_reaches_every_replica_refuses_only_writes_and_survives_a
             .expect_err("anonymous write");
         assert_eq!(anonymous.code(), Code::Unauthenticated);
     }
+    // A leaked key can be revoked whatever the switch says.
+    let revoked = admin_a.revoke_api_key(admin_pb::RevokeApiKeyRequest { id: key.id, reason: "leaked".into() }).await;
+    assert!(revoked.expect("revocation in read-only mode").into_inner().api_key.unwrap().revoke_time.is_some());
     let seen_by_b = b.admin_as(Some(&b.admin_token)).get_read_only_mode(admin_pb::GetReadOnlyModeRequest {}).await;
     let seen_by_b = seen_by_b.unwrap().into_inner().read_only_mode.unwrap();
     assert!(seen_by_b.enabled && seen_by_b.effective && seen_by_b.reason == "database maintenance", "{seen_by_b:?}");

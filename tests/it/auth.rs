@@ -1328,3 +1328,42 @@ async fn a_login_flood_leaves_health_responsive_and_memory_bounded() {
     assert!(probes >= 1, "the flood ended before health was probed");
     assert!(growth < 300 << 20, "memory grew by {} MiB during the login flood", growth >> 20);
 }
+
+/// Rotating JWT_SECRET logs nobody out: replicas given the new secret and the old one as
+/// JWT_SECRET_PREVIOUS accept the tokens the old secret signed, and sign with the new one; once
+/// the old secret is dropped, its tokens are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwt_secret_rotation_keeps_sessions_alive() {
+    if !Backend::Sqlite.enabled() {
+        return;
+    }
+    let before = spawn_app(Backend::Sqlite).await;
+    let url = before.database.as_ref().unwrap().url.clone();
+    let (_, tokens) = before.register("rotated@example.com", Role::Buyer).await;
+    let me = |app: &TestApp, token: &str| {
+        let mut client = auth_as(app, token);
+        async move { client.me(auth_pb::MeRequest {}).await }
+    };
+    const NEW: &str = "rotated-secret-1d4e7a0b3c6f9e2d5a8b1c4f7e0a3d6b";
+    let during = common::spawn_on(
+        &url,
+        &[
+            ("JWT_SECRET", NEW),
+            ("SOKO_JWT_KEY_ID", "soko-2"),
+            ("JWT_SECRET_PREVIOUS", TEST_JWT_SECRET),
+            ("SOKO_JWT_PREVIOUS_KEY_ID", "soko-1"),
+        ],
+    )
+    .await;
+    me(&during, &tokens.access_token).await.expect("a token of the old secret works during the rotation");
+    let fresh = common::login(&during.channel, "rotated@example.com", PASSWORD).await.access_token;
+    me(&during, &fresh).await.expect("new tokens work");
+    let header: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(fresh.split('.').next().unwrap()).unwrap()).unwrap();
+    assert_eq!(header["kid"], "soko-2", "new tokens are signed with the new key");
+
+    let after = common::spawn_on(&url, &[("JWT_SECRET", NEW), ("SOKO_JWT_KEY_ID", "soko-2")]).await;
+    me(&after, &fresh).await.expect("the new key's tokens outlive the rotation");
+    let old = me(&after, &tokens.access_token).await.expect_err("the old secret is gone");
+    assert_eq!(old.code(), Code::Unauthenticated);
+}

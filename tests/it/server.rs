@@ -377,3 +377,64 @@ async fn each_calls_log_line_names_caller_peer_and_error_once() {
     let line = refused.to_string();
     assert!(!line.contains(&token) && !line.contains("password-123"), "no secrets: {line}");
 }
+
+/// Every metric the alert rules in `deploy/prometheus/soko-rules.yml` read is one the server
+/// exports under that name, with the labels the rules select on; and every call is counted by
+/// method and code, with its latency in buckets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alert_rules_read_metrics_the_server_exports() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut catalog = app.catalog_as(None);
+    catalog.list_categories(pb::ListCategoriesRequest::default()).await.expect("a call that succeeds");
+    let missing = catalog.get_product(pb::GetProductRequest { id: uuid::Uuid::nil().to_string() }).await;
+    assert_eq!(missing.unwrap_err().code(), Code::NotFound);
+    // Metrics of the search follower appear after its first catch-up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = String::from_utf8(http::request(app.ops_addr, "GET", "/metrics", &[], b"").await.body).unwrap();
+
+    let list = "/soko.catalog.v1.CatalogService/ListCategories";
+    let get = "/soko.catalog.v1.CatalogService/GetProduct";
+    for wanted in [
+        format!("soko_grpc_server_handled_total{{method=\"{list}\",code=\"OK\"}}"),
+        format!("soko_grpc_server_handled_total{{method=\"{get}\",code=\"NOT_FOUND\"}}"),
+        format!("soko_grpc_server_handling_seconds_bucket{{method=\"{list}\",le=\"0.25\"}}"),
+        format!("soko_grpc_server_handling_seconds_count{{method=\"{list}\"}}"),
+    ] {
+        assert!(metrics.lines().any(|l| l.starts_with(&wanted)), "{wanted} in:\n{metrics}");
+    }
+
+    // Exported only once their event has happened: a dependency error, Redis configured, TLS on.
+    const ON_EVENT: &[&str] = &[
+        "soko_dependency_errors_total",
+        "soko_ratelimit_redis_degraded",
+        "soko_search_cache_redis_degraded",
+        "soko_tls_certificate_expiry_timestamp_seconds",
+        "soko_search_snapshot_timestamp_seconds",
+    ];
+    let rules =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus/soko-rules.yml")).unwrap();
+    let mut names: Vec<&str> =
+        rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("soko_")).collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 10, "the rules read {names:?}");
+    for name in names {
+        let exported = metrics.lines().any(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']));
+        assert!(exported || ON_EVENT.contains(&name), "the rules read {name}, which the server does not export");
+    }
+}
+
+/// `soko health-check` is what the container's HEALTHCHECK runs: exit 0 against a serving
+/// server, non-zero against a port nobody serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_check_command_passes_only_against_a_serving_server() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let run =
+        |addr: String| tokio::process::Command::new(env!("CARGO_BIN_EXE_soko")).args(["health-check", &addr]).output();
+    let ok = run(app.grpc_addr.to_string()).await.unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let down = run(closed.to_string()).await.unwrap();
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("health check"), "{down:?}");
+}
