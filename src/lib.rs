@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod backup;
+pub mod breaker;
 pub mod build_info;
 pub mod configuration;
 pub mod demo;

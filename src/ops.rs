@@ -7,24 +7,31 @@ use axum::{Json, Router, extract::State, http::StatusCode, response::IntoRespons
 use serde_json::json;
 
 use crate::{
-    api::health::HealthState, proto::grpc::health::v1::health_check_response::ServingStatus, ratelimit::RateLimiter,
-    search::SearchEngine, store::Db,
+    api::health::HealthState, breaker::CircuitBreaker, proto::grpc::health::v1::health_check_response::ServingStatus,
+    ratelimit::RateLimiter, search::SearchEngine, store::Db,
 };
 
 #[derive(Clone)]
 struct Ops {
     health: HealthState,
     db: Db,
+    database_breaker: Arc<CircuitBreaker>,
     limiter: Arc<RateLimiter>,
     search: Arc<SearchEngine>,
 }
 
-pub fn router(health: HealthState, db: Db, limiter: Arc<RateLimiter>, search: Arc<SearchEngine>) -> Router {
+pub fn router(
+    health: HealthState,
+    db: Db,
+    limiter: Arc<RateLimiter>,
+    search: Arc<SearchEngine>,
+    database_breaker: Arc<CircuitBreaker>,
+) -> Router {
     Router::new()
         .route("/health", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(Ops { health, db, limiter, search })
+        .with_state(Ops { health, db, database_breaker, limiter, search })
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -73,7 +80,13 @@ async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
     let db = ops.db.ping().await;
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     let db_ok = db.is_ok();
-    let mut database = json!({ "ok": db_ok, "backend": ops.db.backend(), "latency_ms": latency_ms });
+    // `circuit` is the prober's view: open means automatic read-only mode is in effect.
+    let mut database = json!({
+        "ok": db_ok,
+        "backend": ops.db.backend(),
+        "latency_ms": latency_ms,
+        "circuit": ops.database_breaker.state().as_str(),
+    });
     if let Err(e) = db {
         tracing::warn!(error = %e, "readiness: database check failed");
         database["error"] = json!("unreachable");

@@ -2,16 +2,12 @@
 //! limiter, the search cache), and the breaker each user keeps so a failing Redis costs it one
 //! timeout a second rather than one per call.
 
-use std::{
-    sync::{
-        Mutex,
-        atomic::{AtomicBool, AtomicI64, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::{sync::Mutex, time::Duration};
 
 use bb8_redis::RedisConnectionManager;
 use redis::aio::MultiplexedConnection;
+
+use crate::breaker::CircuitBreaker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
@@ -92,42 +88,8 @@ impl RedisLink {
 /// After a Redis failure, a user does without Redis this long before trying it again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Whether one user of Redis should try it now, and whether it is degraded.
-pub struct Breaker {
-    degraded: AtomicBool,
-    /// Microseconds since `epoch` before which Redis is not tried.
-    skip_until: AtomicI64,
-    epoch: Instant,
-}
-
-impl Default for Breaker {
-    fn default() -> Self {
-        Self { degraded: AtomicBool::new(false), skip_until: AtomicI64::new(0), epoch: Instant::now() }
-    }
-}
-
-impl Breaker {
-    fn now_us(&self) -> i64 {
-        self.epoch.elapsed().as_micros() as i64
-    }
-
-    /// False for [`RETRY_AFTER`] after a failure.
-    pub fn allows(&self) -> bool {
-        self.now_us() >= self.skip_until.load(Ordering::Relaxed)
-    }
-
-    /// Records a success; true when it ends a degraded spell (for the caller to log once).
-    pub fn succeeded(&self) -> bool {
-        self.degraded.swap(false, Ordering::Relaxed)
-    }
-
-    /// Records a failure; true when it starts a degraded spell.
-    pub fn failed(&self) -> bool {
-        self.skip_until.store(self.now_us() + RETRY_AFTER.as_micros() as i64, Ordering::Relaxed);
-        !self.degraded.swap(true, Ordering::Relaxed)
-    }
-
-    pub fn degraded(&self) -> bool {
-        self.degraded.load(Ordering::Relaxed)
-    }
+/// The breaker one user of Redis keeps: one failure opens it, so a failing Redis costs that
+/// user one timeout per [`RETRY_AFTER`] rather than one per call.
+pub fn breaker(user: &'static str) -> CircuitBreaker {
+    CircuitBreaker::new(user, 1, RETRY_AFTER)
 }

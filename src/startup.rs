@@ -184,7 +184,8 @@ impl Application {
         let limiter = RateLimiter::new(redis);
         let rate_limit = RateLimit::new(limiter.clone(), config.rate_limits.clone());
         // The switches come up as they were left: a replica restarted in read-only mode stays in it.
-        let switches = Switches::new(db.clone());
+        let database_breaker = crate::store::probe::database_breaker();
+        let switches = Switches::new(db.clone(), database_breaker.clone());
         if let Err(e) = switches.load().await {
             tracing::warn!(error = %e, "reading the cluster switches failed; starting writable until the next poll");
         }
@@ -279,7 +280,7 @@ impl Application {
         }
 
         let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
-        let ops_router = ops::router(health.clone(), db.clone(), limiter, search.clone());
+        let ops_router = ops::router(health.clone(), db.clone(), limiter, search.clone(), database_breaker.clone());
         let ops = axum::serve(ops_listener, ops::protect_metrics(ops_router, config.transport.metrics_token.clone()))
             .with_graceful_shutdown(async {
                 let _ = ops_stopped.await;
@@ -294,6 +295,11 @@ impl Application {
         let (stop_sessions, sessions_stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(accounts.sessions().follow(async {
             let _ = sessions_stopped.await;
+        }));
+        // The database prober: off the request path, it turns automatic read-only mode on and off.
+        let (stop_probe, probe_stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(crate::store::probe::run(db.clone(), database_breaker.clone(), async {
+            let _ = probe_stopped.await;
         }));
         // Read-only mode and reindex requests made on other replicas reach this one.
         let (stop_switches, switches_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -359,6 +365,7 @@ impl Application {
         let drained = tokio::time::timeout(config.shutdown_timeout, grpc).await;
         let _ = stop_sessions.send(());
         let _ = stop_switches.send(());
+        let _ = stop_probe.send(());
         // Readiness keeps answering 503 until the gRPC side is done.
         let _ = stop_ops.send(());
         let _ = stop_health.send(());

@@ -20,7 +20,7 @@ use crate::{
         api_keys::{ApiKey, ApiKeys},
         audit::{Audit, AuditEvent, check_reason},
         auth::RequestContext,
-        switches::{ReadOnly, Switches},
+        switches::{ReadOnly, ReadOnlyCause, Switches},
     },
     proto::soko::admin::v1::{self as pb, admin_service_server::AdminService},
     search::{ReindexProgress, SearchEngine, SyncStatus},
@@ -119,11 +119,17 @@ fn backup_to_proto(b: BackupInfo) -> pb::Backup {
     }
 }
 
-fn read_only_to_proto(r: ReadOnly) -> pb::ReadOnlyMode {
+fn read_only_to_proto(r: ReadOnly, cause: Option<ReadOnlyCause>) -> pb::ReadOnlyMode {
+    let reason = match cause {
+        Some(ReadOnlyCause::DatabaseUnavailable) => {
+            "automatic: the database is not answering; writes resume by themselves when it does".to_owned()
+        }
+        _ => r.reason,
+    };
     pb::ReadOnlyMode {
         enabled: r.enabled,
-        effective: r.enabled,
-        reason: r.reason,
+        effective: cause.is_some(),
+        reason,
         update_time: r.updated_at.and_then(timestamp),
         update_principal: r.updated_by,
     }
@@ -286,7 +292,8 @@ impl AdminService for AdminApi {
         let result = self.switches.set_read_only(&ctx, r.enabled, &r.reason).await;
         let details = [("was_enabled", before.to_string()), ("enabled", r.enabled.to_string())];
         let state = self.audited(&ctx, "SetReadOnlyMode", "read_only_mode", &r.reason, &details, result).await?;
-        Ok(Response::new(pb::SetReadOnlyModeResponse { read_only_mode: Some(read_only_to_proto(state)) }))
+        let cause = self.switches.read_only_cause();
+        Ok(Response::new(pb::SetReadOnlyModeResponse { read_only_mode: Some(read_only_to_proto(state, cause)) }))
     }
 
     async fn get_read_only_mode(
@@ -296,7 +303,8 @@ impl AdminService for AdminApi {
         let ctx = context(&request);
         let state =
             self.audited(&ctx, "GetReadOnlyMode", "read_only_mode", "", &[], Ok(self.switches.read_only())).await?;
-        Ok(Response::new(pb::GetReadOnlyModeResponse { read_only_mode: Some(read_only_to_proto(state)) }))
+        let cause = self.switches.read_only_cause();
+        Ok(Response::new(pb::GetReadOnlyModeResponse { read_only_mode: Some(read_only_to_proto(state, cause)) }))
     }
 
     async fn reindex(&self, request: Request<pb::ReindexRequest>) -> Result<Response<pb::ReindexResponse>, Status> {

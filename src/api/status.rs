@@ -74,10 +74,15 @@ impl From<Error> for Status {
                     details,
                 )
             }
-            Error::ReadOnly => {
-                // No RetryInfo: the switch stays on until an operator turns it off, so a client
-                // should tell its user rather than retry on a short timer.
-                let details = ErrorDetails::with_error_info(READ_ONLY_REASON, ERROR_DOMAIN, []);
+            Error::ReadOnly(cause) => {
+                // No RetryInfo: the switch stays on until an operator turns it off, or until the
+                // database answers again, so a client should tell its user rather than retry on
+                // a short timer.
+                let details = ErrorDetails::with_error_info(
+                    READ_ONLY_REASON,
+                    ERROR_DOMAIN,
+                    [("cause".into(), cause.as_str().into())],
+                );
                 Status::with_error_details(
                     Code::Unavailable,
                     "the service is in read-only mode: reads work, writes are refused until it ends",

@@ -31,9 +31,10 @@ pub enum Error {
     ResourceExhausted { message: String, retry_after: std::time::Duration },
     #[error("storage unavailable")]
     Unavailable(#[source] StoreError),
-    /// An operator put the service in read-only mode: writes are refused, reads go on.
-    #[error("read-only mode")]
-    ReadOnly,
+    /// Read-only mode is in effect (an operator's switch, or the database not answering):
+    /// writes are refused, reads go on.
+    #[error("read-only mode ({})", .0.as_str())]
+    ReadOnly(super::switches::ReadOnlyCause),
     /// A dependency other than storage is saturated or down; retry later.
     #[error("{0}")]
     Busy(&'static str),

@@ -12,7 +12,10 @@ use std::{
 use tokio::sync::watch;
 
 use super::{Error, audit::check_reason, auth::RequestContext, product::Timestamp};
-use crate::store::{Db, StoreError, settings::SettingRow};
+use crate::{
+    breaker::CircuitBreaker,
+    store::{Db, StoreError, settings::SettingRow},
+};
 
 /// How often replicas read the switches: the bound on how long a change takes to apply
 /// everywhere.
@@ -51,17 +54,37 @@ struct Known {
     reindex: Option<String>,
 }
 
+/// Why writes are refused right now, if they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOnlyCause {
+    /// An operator turned the switch on.
+    Manual,
+    /// The database is not answering (its circuit breaker is open); ends when it answers again.
+    DatabaseUnavailable,
+}
+
+impl ReadOnlyCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::DatabaseUnavailable => "database_unavailable",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Switches {
     db: Db,
+    /// Fed by the database prober: open means automatic read-only mode.
+    database: Arc<CircuitBreaker>,
     known: Arc<RwLock<Known>>,
     /// Announces a reindex request made on another replica; the search room acts on it.
     reindex_requests: watch::Sender<u64>,
 }
 
 impl Switches {
-    pub fn new(db: Db) -> Self {
-        Self { db, known: Arc::default(), reindex_requests: watch::Sender::new(0) }
+    pub fn new(db: Db, database: Arc<CircuitBreaker>) -> Self {
+        Self { db, database, known: Arc::default(), reindex_requests: watch::Sender::new(0) }
     }
 
     /// Reads the switches; call before serving so a restart comes up in the state it left.
@@ -81,9 +104,23 @@ impl Switches {
         self.known.read().expect("switches lock").read_only.clone()
     }
 
-    /// Refuses a write while read-only mode is on.
+    /// Why writes are refused right now: the manual switch first, then the database's state.
+    pub fn read_only_cause(&self) -> Option<ReadOnlyCause> {
+        if self.known.read().expect("switches lock").read_only.enabled {
+            Some(ReadOnlyCause::Manual)
+        } else if self.database.degraded() {
+            Some(ReadOnlyCause::DatabaseUnavailable)
+        } else {
+            None
+        }
+    }
+
+    /// Refuses a write while read-only mode is in effect, manual or automatic.
     pub fn check_writable(&self) -> Result<(), Error> {
-        if self.known.read().expect("switches lock").read_only.enabled { Err(Error::ReadOnly) } else { Ok(()) }
+        match self.read_only_cause() {
+            Some(cause) => Err(Error::ReadOnly(cause)),
+            None => Ok(()),
+        }
     }
 
     /// Turns read-only mode on or off for every replica; this one applies it at once.

@@ -13,12 +13,20 @@ use futures_util::future::BoxFuture;
 use tonic::{Code, transport::Channel};
 
 use super::{EmbedError, Embedder, open};
+use crate::breaker::CircuitBreaker;
 use crate::proto::soko::embedder::v1::{EmbedImageRequest, embedder_service_client::EmbedderServiceClient};
 
 pub struct RemoteEmbedder {
     client: EmbedderServiceClient<Channel>,
     dim: usize,
+    /// After repeated failures, image searches fail fast for a while instead of each waiting
+    /// out the timeout on a model server that is down.
+    breaker: CircuitBreaker,
 }
+
+/// Failures in a row that open the embedder's breaker, and how long it then stays open.
+const BREAKER_THRESHOLD: u32 = 5;
+const BREAKER_OPEN_FOR: Duration = Duration::from_secs(5);
 
 impl RemoteEmbedder {
     /// Connects lazily: a model server that is down at start-up only fails the image searches
@@ -30,7 +38,7 @@ impl RemoteEmbedder {
             .timeout(timeout)
             .connect_lazy();
         let client = EmbedderServiceClient::new(channel).max_encoding_message_size(super::MAX_IMAGE_BYTES + 1024);
-        Ok(Self { client, dim })
+        Ok(Self { client, dim, breaker: CircuitBreaker::new("embedder", BREAKER_THRESHOLD, BREAKER_OPEN_FOR) })
     }
 }
 
@@ -47,7 +55,21 @@ impl Embedder for RemoteEmbedder {
         Box::pin(async move {
             // The same refusals as the built-in embedder, before the model server sees anything.
             open(&image)?;
+            if !self.breaker.allows() {
+                return Err(EmbedError::Unavailable(anyhow::anyhow!(
+                    "the image embedder's circuit breaker is open after repeated failures"
+                )));
+            }
             let response = self.client.clone().embed_image(EmbedImageRequest { image }).await;
+            // A refused image is the image's fault, not the model server's.
+            match &response {
+                Err(status) if status.code() != Code::InvalidArgument => {
+                    self.breaker.failed(status);
+                }
+                _ => {
+                    self.breaker.succeeded();
+                }
+            }
             let vector = match response {
                 Ok(response) => response.into_inner().vector,
                 Err(status) if status.code() == Code::InvalidArgument => {

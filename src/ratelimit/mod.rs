@@ -14,7 +14,7 @@ use std::{
 
 pub use gcra::{BucketState, Rate};
 
-use crate::redis_link::{Breaker, RedisLink};
+use crate::{breaker::CircuitBreaker, redis_link::RedisLink};
 
 /// One bucket a call counts against.
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ pub struct RateLimiter {
     local: local::LocalStore,
     redis: Option<redis::RedisStore>,
     /// Decisions stay local for a second after a Redis failure.
-    breaker: Breaker,
+    breaker: CircuitBreaker,
     epoch: Instant,
 }
 
@@ -73,7 +73,7 @@ impl RateLimiter {
         Arc::new(Self {
             local: local::LocalStore::default(),
             redis: redis.map(redis::RedisStore::new),
-            breaker: Breaker::default(),
+            breaker: crate::redis_link::breaker("redis_ratelimit"),
             epoch: Instant::now(),
         })
     }
@@ -104,7 +104,7 @@ impl RateLimiter {
                     return combine(buckets, &states, Backend::Redis);
                 }
                 Err(e) => {
-                    if self.breaker.failed() {
+                    if self.breaker.failed(&e) {
                         tracing::warn!(error = %e, "rate limiter: Redis failed; limiting locally until it returns");
                         metrics::gauge!("soko_ratelimit_redis_degraded").set(1.0);
                     }

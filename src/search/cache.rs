@@ -35,10 +35,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
-use crate::{
-    domain::product::ProductId,
-    redis_link::{Breaker, RedisLink},
-};
+use crate::{breaker::CircuitBreaker, domain::product::ProductId, redis_link::RedisLink};
 
 /// Past this many entries the in-process cache starts over rather than grow.
 const CAPACITY: usize = 10_000;
@@ -95,7 +92,7 @@ pub struct Shared {
 pub struct SearchCache {
     ttl: Duration,
     local: LocalCache,
-    redis: Option<(Shared, Breaker)>,
+    redis: Option<(Shared, CircuitBreaker)>,
 }
 
 /// What readiness reports about the cache.
@@ -110,7 +107,11 @@ pub struct CacheHealth {
 impl SearchCache {
     /// A zero `ttl` turns caching off.
     pub fn new(ttl: Duration, redis: Option<Shared>) -> Self {
-        Self { ttl, local: LocalCache::default(), redis: redis.map(|r| (r, Breaker::default())) }
+        Self {
+            ttl,
+            local: LocalCache::default(),
+            redis: redis.map(|r| (r, crate::redis_link::breaker("redis_search_cache"))),
+        }
     }
 
     pub fn health(&self) -> CacheHealth {
@@ -208,15 +209,15 @@ impl SearchCache {
         self.local.put(key, generation, value);
     }
 
-    fn redis_ok(&self, breaker: &Breaker) {
+    fn redis_ok(&self, breaker: &CircuitBreaker) {
         if breaker.succeeded() {
             tracing::info!("search cache: Redis is back; results are shared again");
             metrics::gauge!("soko_search_cache_redis_degraded").set(0.0);
         }
     }
 
-    fn redis_failed(&self, breaker: &Breaker, error: &crate::redis_link::RedisError) {
-        if breaker.failed() {
+    fn redis_failed(&self, breaker: &CircuitBreaker, error: &crate::redis_link::RedisError) {
+        if breaker.failed(error) {
             tracing::warn!(error = %error, "search cache: Redis failed; caching in this process until it returns");
             metrics::gauge!("soko_search_cache_redis_degraded").set(1.0);
         }

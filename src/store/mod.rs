@@ -8,6 +8,7 @@ pub mod backup;
 pub mod catalog;
 mod error;
 pub mod lease;
+pub mod probe;
 mod schema;
 pub mod settings;
 

@@ -61,10 +61,103 @@ async fn database_outage_answers_unavailable_fast_and_recovers(backend: Backend)
             Err(e) => panic!("did not recover within 10 s: {e:?}"),
         }
     }
-    app.create(product(&seller.id, "After the outage", "shoes", 100)).await;
+    // Writes resume once the prober has seen the database answer (automatic read-only ends).
+    until_writable(&app, &seller.id, Duration::from_secs(10)).await;
     assert_eq!(http::request(app.ops_addr, "GET", "/health/ready", &[], b"").await.status, 200);
     // The failed create during the outage wrote nothing.
     assert_eq!(app.db.count_products().await.unwrap(), 2);
+}
+
+/// Creates a product until it succeeds; returns how long that took.
+async fn until_writable(app: &common::TestApp, seller: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let mut client = app.catalog.clone();
+        match client
+            .create_product(pb::CreateProductRequest { product: Some(product(seller, "Probe", "shoes", 1)) })
+            .await
+        {
+            Ok(_) => return started.elapsed(),
+            Err(e) => {
+                assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+                assert!(started.elapsed() < within, "still not writable after {within:?}: {e:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// The incident plan's "database failed → read-only": with the database gone, the prober opens
+/// the database's breaker and every write is refused at once as READ_ONLY_MODE (cause
+/// `database_unavailable`), search keeps answering from the index, health says so; when the
+/// database returns, writes resume by themselves. Prints both transition times.
+async fn a_dead_database_turns_on_read_only_mode_by_itself_and_its_return_ends_it(backend: Backend) {
+    use soko::proto::soko::{
+        admin::v1 as admin_pb,
+        search::v1::{SearchProductsRequest, search_service_client::SearchServiceClient},
+    };
+    use tonic_types::StatusExt;
+
+    let database = TestDatabase::create(backend).await;
+    let proxy = Proxy::start(database.server_addr()).await;
+    let app = spawn_on(&database.url_via(proxy.addr), &[]).await;
+    let seller = app.seller("Read-only Shop").await;
+    app.create(product(&seller.id, "Findable during the outage", "shoes", 100)).await;
+    let mut search = SearchServiceClient::new(app.channel.clone());
+    let query = SearchProductsRequest { query: "findable".into(), ..Default::default() };
+    let started = Instant::now();
+    while search.search_products(query.clone()).await.unwrap().into_inner().results.is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(5), "never indexed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The admin's session is known before the outage, as a live operator's would be.
+    let mut admin = app.admin_as(Some(&app.admin_token));
+    admin.get_read_only_mode(admin_pb::GetReadOnlyModeRequest {}).await.expect("before");
+
+    proxy.down().await;
+    let died = Instant::now();
+    let to_read_only = loop {
+        let result = app
+            .catalog
+            .clone()
+            .create_product(pb::CreateProductRequest { product: Some(product(&seller.id, "Lost?", "shoes", 1)) })
+            .await;
+        let status = result.expect_err("no write succeeds while the database is gone");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        let info = status.get_details_error_info().expect("ErrorInfo");
+        if info.reason == "READ_ONLY_MODE" {
+            assert_eq!(info.metadata.get("cause").map(String::as_str), Some("database_unavailable"));
+            break died.elapsed();
+        }
+        assert_eq!(info.reason, "STORAGE_UNAVAILABLE", "before the prober notices");
+        assert!(died.elapsed() < Duration::from_secs(5), "read-only mode did not begin within 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("{}: database gone → automatic read-only mode in {to_read_only:?}", backend.name());
+    // Refused at once now, not after a pool checkout.
+    let started = Instant::now();
+    let refused = app
+        .catalog
+        .clone()
+        .create_product(pb::CreateProductRequest { product: Some(product(&seller.id, "Lost?", "shoes", 1)) })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.get_details_error_info().unwrap().reason, "READ_ONLY_MODE");
+    assert!(started.elapsed() < Duration::from_millis(200), "took {:?}", started.elapsed());
+    let state = admin.get_read_only_mode(admin_pb::GetReadOnlyModeRequest {}).await.unwrap().into_inner();
+    let state = state.read_only_mode.unwrap();
+    assert!(!state.enabled && state.effective && state.reason.starts_with("automatic"), "{state:?}");
+    let found = search.search_products(query.clone()).await.expect("search works without the database");
+    assert_eq!(found.into_inner().results.len(), 1);
+    let ready = http::request(app.ops_addr, "GET", "/health/ready", &[], b"").await;
+    let body: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+    assert_ne!(body["checks"]["database"]["circuit"], "closed", "{body}");
+
+    proxy.up();
+    let to_writable = until_writable(&app, &seller.id, Duration::from_secs(10)).await;
+    eprintln!("{}: database back → writable in {to_writable:?}", backend.name());
+    let state = admin.get_read_only_mode(admin_pb::GetReadOnlyModeRequest {}).await.unwrap().into_inner();
+    assert!(!state.read_only_mode.unwrap().effective);
 }
 
 mod postgres {
@@ -74,6 +167,14 @@ mod postgres {
             super::database_outage_answers_unavailable_fast_and_recovers(super::Backend::Postgres).await
         }
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_database_turns_on_read_only_mode_by_itself_and_its_return_ends_it() {
+        if super::Backend::Postgres.enabled() {
+            super::a_dead_database_turns_on_read_only_mode_by_itself_and_its_return_ends_it(super::Backend::Postgres)
+                .await
+        }
+    }
 }
 
 mod mysql {
@@ -81,6 +182,13 @@ mod mysql {
     async fn database_outage_answers_unavailable_fast_and_recovers() {
         if super::Backend::Mysql.enabled() {
             super::database_outage_answers_unavailable_fast_and_recovers(super::Backend::Mysql).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_database_turns_on_read_only_mode_by_itself_and_its_return_ends_it() {
+        if super::Backend::Mysql.enabled() {
+            super::a_dead_database_turns_on_read_only_mode_by_itself_and_its_return_ends_it(super::Backend::Mysql).await
         }
     }
 }
