@@ -1,14 +1,25 @@
 //! Demo data for `soko serve --demo`: a few sellers and products so a newcomer has something to
 //! list and search. Written through the domain, so the outbox sees it like any other write.
+//!
+//! Each demo product has a picture, drawn here (a colour pair and a pattern of its own) and
+//! embedded with the configured image embedder, so visual search works on the demo: a photo of a
+//! demo product (`soko demo photos DIR` writes them) finds that product first.
 
 // Prices are written as major units then two minor digits: 2_500_00 is 2,500.00.
 #![allow(clippy::inconsistent_digit_grouping)]
 
-use crate::domain::{
-    Error,
-    auth::RequestContext,
-    catalog::Catalog,
-    product::{ProductInput, ProductStatus, StatusInput},
+use std::path::{Path, PathBuf};
+
+use image::{ImageFormat, Rgb, RgbImage};
+
+use crate::{
+    domain::{
+        Error,
+        auth::RequestContext,
+        catalog::Catalog,
+        product::{ProductInput, ProductStatus, StatusInput},
+    },
+    embed::Embedder,
 };
 
 const SELLERS: &[&str] = &["Nairobi Kicks", "Lagos Looms", "Accra Woodworks", "Kigali Gems"];
@@ -37,9 +48,90 @@ const PRODUCTS: &[(&str, &str, i64, &str)] = &[
     ("Straw sun hat", "accessories", 1_800_00, "KES"),
 ];
 
-/// Adds the demo sellers and products unless the catalog already has products.
+#[derive(Debug, Clone, Copy)]
+enum Pattern {
+    Horizontal,
+    Vertical,
+    Diagonal,
+    Checks,
+    Dots,
+    Band,
+}
+
+use Pattern::{Band, Checks, Diagonal, Dots, Horizontal, Vertical};
+
+/// Each product's picture: background, foreground and pattern, in the order of [`PRODUCTS`]. The
+/// colours follow the product (brown leather, kente gold and green); every pair differs.
+const LOOKS: &[([u8; 3], [u8; 3], Pattern)] = &[
+    ([120, 72, 36], [200, 160, 110], Band),         // leather sandals
+    ([235, 235, 225], [40, 70, 150], Horizontal),   // canvas sneakers
+    ([200, 30, 40], [250, 250, 250], Dots),         // beaded sandals
+    ([30, 30, 35], [60, 200, 120], Diagonal),       // running shoes
+    ([240, 140, 20], [20, 60, 160], Checks),        // ankara
+    ([230, 180, 20], [20, 120, 50], Vertical),      // kente gown
+    ([30, 40, 110], [180, 200, 240], Dots),         // adire
+    ([220, 210, 190], [160, 150, 130], Horizontal), // linen
+    ([90, 30, 20], [140, 60, 40], Vertical),        // mahogany
+    ([190, 160, 100], [120, 90, 50], Checks),       // rattan
+    ([150, 100, 60], [60, 40, 25], Dots),           // carved stool
+    ([170, 120, 70], [230, 200, 150], Horizontal),  // teak
+    ([200, 200, 210], [110, 110, 130], Diagonal),   // silver
+    ([250, 250, 250], [220, 40, 120], Checks),      // beaded necklace
+    ([180, 140, 40], [90, 60, 10], Diagonal),       // brass
+    ([250, 170, 30], [120, 60, 0], Band),           // amber
+    ([60, 120, 60], [220, 190, 120], Vertical),     // kiondo
+    ([20, 120, 50], [230, 180, 20], Horizontal),    // kente scarf
+    ([50, 30, 20], [200, 170, 60], Band),           // belt
+    ([240, 220, 150], [200, 40, 40], Band),         // sun hat
+];
+
+/// Side of the square demo pictures, in pixels.
+pub const PICTURE_SIZE: u32 = 256;
+
+/// The picture of demo product `index`; `None` past the last product.
+pub fn picture(index: usize) -> Option<RgbImage> {
+    let (background, foreground, pattern) = *LOOKS.get(index)?;
+    Some(RgbImage::from_fn(PICTURE_SIZE, PICTURE_SIZE, |x, y| {
+        let on = match pattern {
+            Horizontal => (y / 32) % 2 == 0,
+            Vertical => (x / 32) % 2 == 0,
+            Diagonal => ((x + y) / 40) % 2 == 0,
+            Checks => (x / 64 + y / 64) % 2 == 0,
+            Dots => {
+                let (dx, dy) = (i64::from(x % 64) - 32, i64::from(y % 64) - 32);
+                dx * dx + dy * dy < 400
+            }
+            Band => (96..160).contains(&y),
+        };
+        Rgb(if on { foreground } else { background })
+    }))
+}
+
+/// The picture of demo product `index` as PNG bytes.
+pub fn picture_png(index: usize) -> Option<Vec<u8>> {
+    let mut png = std::io::Cursor::new(Vec::new());
+    picture(index)?.write_to(&mut png, ImageFormat::Png).ok()?;
+    Some(png.into_inner())
+}
+
+/// Writes every demo product's picture into `dir` as `NN-name.png`; returns the paths.
+pub fn write_pictures(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    for (i, (name, ..)) in PRODUCTS.iter().enumerate() {
+        let slug: String =
+            name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+        let path = dir.join(format!("{i:02}-{slug}.png"));
+        std::fs::write(&path, picture_png(i).expect("every product has a picture"))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Adds the demo sellers and products unless the catalog already has products. Their embeddings
+/// come from `embedder`, the one SearchByImage uses, so a photo finds its product.
 /// Returns how many products were created.
-pub async fn seed(catalog: &Catalog, embedding_dim: usize) -> Result<usize, Error> {
+pub async fn seed(catalog: &Catalog, embedder: &dyn Embedder) -> Result<usize, Error> {
     if catalog.db().count_products().await? > 0 {
         return Ok(0);
     }
@@ -49,6 +141,11 @@ pub async fn seed(catalog: &Catalog, embedding_dim: usize) -> Result<usize, Erro
         sellers.push(catalog.create_seller(&ctx, name).await?);
     }
     for (i, (name, category, price, currency)) in PRODUCTS.iter().enumerate() {
+        let photo = picture_png(i).expect("every product has a picture");
+        let embedding = embedder
+            .embed_image(photo)
+            .await
+            .map_err(|e| Error::Unexpected(anyhow::anyhow!("embedding the demo picture of {name}: {e}")))?;
         catalog
             .create_product(
                 &ctx,
@@ -62,7 +159,7 @@ pub async fn seed(catalog: &Catalog, embedding_dim: usize) -> Result<usize, Erro
                     category_id: (*category).to_owned(),
                     seller_id: sellers[i % sellers.len()].id.to_string(),
                     image_urls: vec![format!("https://images.soko.example/demo/{i}.webp")],
-                    embedding: demo_embedding(i as u64, embedding_dim),
+                    embedding,
                     status: Some(StatusInput::Known(ProductStatus::Active)),
                 },
             )
@@ -71,18 +168,36 @@ pub async fn seed(catalog: &Catalog, embedding_dim: usize) -> Result<usize, Erro
     Ok(PRODUCTS.len())
 }
 
-/// A deterministic unit vector per product (xorshift), so visual search has something to rank.
-fn demo_embedding(seed: u64, dim: usize) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v: Vec<f32> = (0..dim)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % 2000) as f32 / 1000.0 - 1.0
-        })
-        .collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
-    v.iter_mut().for_each(|x| *x /= norm);
-    v
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::builtin::BuiltinEmbedder;
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    /// What a user sends is a photo of the picture, not the picture: JPEG, at another size.
+    fn as_a_photo(index: usize) -> Vec<u8> {
+        let resized =
+            image::imageops::resize(&picture(index).unwrap(), 180, 180, image::imageops::FilterType::Triangle);
+        let mut jpeg = std::io::Cursor::new(Vec::new());
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 70).encode_image(&resized).unwrap();
+        jpeg.into_inner()
+    }
+
+    #[test]
+    fn every_demo_product_has_a_picture_and_its_photo_finds_it_first() {
+        assert_eq!(LOOKS.len(), PRODUCTS.len());
+        let embedder = BuiltinEmbedder::new(768);
+        let catalog: Vec<Vec<f32>> =
+            (0..PRODUCTS.len()).map(|i| embedder.embed_blocking(&picture_png(i).unwrap()).unwrap()).collect();
+        for (i, (name, ..)) in PRODUCTS.iter().enumerate() {
+            let query = embedder.embed_blocking(&as_a_photo(i)).unwrap();
+            let mut ranked: Vec<(usize, f32)> = catalog.iter().map(|e| cosine(&query, e)).enumerate().collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let found = PRODUCTS[ranked[0].0].0;
+            assert_eq!(ranked[0].0, i, "a photo of {name} found {found} first: {ranked:?}");
+        }
+    }
 }

@@ -18,6 +18,7 @@ usage: soko <command>
 
 commands:
   serve [--demo]   run the gRPC server (with --demo: add demo products to an empty catalog)
+  demo photos DIR  write a picture of each demo product into DIR, to try SearchByImage with
   migrate          apply pending database migrations and exit
   admin create-user --email EMAIL [--role admin|seller|buyer]
                    create an account (default role: admin); the password is read from
@@ -43,6 +44,19 @@ async fn main() -> ExitCode {
         ["serve"] => Command::Serve { demo: false },
         ["serve", "--demo"] => Command::Serve { demo: true },
         ["migrate"] => Command::Migrate,
+        // Needs no configuration: it only draws pictures.
+        ["demo", "photos", dir] => {
+            return match demo::write_pictures(std::path::Path::new(dir)) {
+                Ok(paths) => {
+                    paths.iter().for_each(|p| println!("{}", p.display()));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("soko: writing demo photos into {dir}: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         ["admin", "create-user", rest @ ..] => match parse_create_user(rest) {
             Some((email, role)) => Command::CreateUser { email, role },
             None => {
@@ -182,6 +196,7 @@ async fn create_user(config: Config, email: &str, role: Role) -> ExitCode {
 
 async fn serve(config: Config, demo: bool) -> ExitCode {
     let embedding_dim = config.embedding_dim;
+    let embedder_config = config.embedder.clone();
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(e) => {
@@ -190,7 +205,14 @@ async fn serve(config: Config, demo: bool) -> ExitCode {
         }
     };
     if demo {
-        match demo::seed(&Catalog::new(app.db().clone(), embedding_dim), embedding_dim).await {
+        let embedder = match soko::embed::from_config(&embedder_config, embedding_dim) {
+            Ok(embedder) => embedder,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "setting up the image embedder for the demo failed");
+                return ExitCode::FAILURE;
+            }
+        };
+        match demo::seed(&Catalog::new(app.db().clone(), embedding_dim), embedder.as_ref()).await {
             Ok(n) => tracing::info!(products = n, "demo data loaded"),
             Err(e) => {
                 tracing::error!(error = %e, "loading demo data failed");

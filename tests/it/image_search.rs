@@ -376,3 +376,42 @@ async fn a_remote_embedder_that_is_down_or_slow_answers_unavailable_quickly() {
     assert_clean_unavailable(&err, "Timeout");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// The demo catalog (issue 25): `soko serve --demo` embeds a picture of each product with the
+/// configured embedder, so a photo of a demo product, sent as a user would (JPEG, another size),
+/// finds that product first, through the whole server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_of_a_demo_product_finds_it_first() {
+    if !Backend::Sqlite.enabled() {
+        return;
+    }
+    let app = spawn_app_with(Backend::Sqlite, &[("SOKO_EMBEDDING_DIM", "768")]).await;
+    let embedder = BuiltinEmbedder::new(768);
+    let seeded = soko::demo::seed(&soko::domain::catalog::Catalog::new(app.db.clone(), 768), &embedder).await.unwrap();
+    assert_eq!(seeded, 20);
+    let mut client = SearchServiceClient::new(app.channel.clone());
+    for (index, name) in
+        [(0, "Leather sandals"), (4, "Ankara wrap dress"), (13, "Beaded necklace"), (19, "Straw sun hat")]
+    {
+        let resized = image::imageops::resize(
+            &soko::demo::picture(index).unwrap(),
+            300,
+            300,
+            image::imageops::FilterType::Triangle,
+        );
+        let mut photo = Cursor::new(Vec::new());
+        resized.write_to(&mut photo, ImageFormat::Jpeg).unwrap();
+        let request = SearchByImageRequest { image: photo.into_inner(), top_k: 3, ..Default::default() };
+        let started = Instant::now();
+        let first = loop {
+            let results = client.search_by_image(request.clone()).await.expect("search by image").into_inner().results;
+            if let Some(first) = results.into_iter().next() {
+                break first;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "the demo never reached the index");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(first.product.as_ref().unwrap().name, name, "score {}", first.score);
+        assert!(first.score > 0.9, "{name}: score {}", first.score);
+    }
+}
