@@ -226,6 +226,8 @@ impl Application {
             ))
             .layer(SetResponseHeaderLayer::if_not_present(header::STRICT_TRANSPORT_SECURITY, hsts))
             .layer(cors_layer(&config))
+            // Connect unary calls become gRPC calls here, before every other layer sees them.
+            .layer(crate::middleware::connect::ConnectLayer::new(config.max_upload_bytes))
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(RequestLogLayer)
             .layer(crate::middleware::client_fault::ClientFaultLayer)
@@ -405,6 +407,8 @@ fn cors_layer(config: &Config) -> CorsLayer {
         "authorization",
         "x-api-key",
         "x-request-id",
+        "connect-protocol-version",
+        "connect-timeout-ms",
     ];
     const EXPOSED: &[&str] = &[
         "grpc-status",

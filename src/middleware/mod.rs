@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client_fault;
 pub mod client_ip;
+pub mod connect;
 pub mod deadline;
 pub mod gate;
 pub mod load_shed;
