@@ -10,6 +10,7 @@ pub mod domain;
 pub mod embed;
 pub mod middleware;
 pub mod ops;
+pub mod periodic;
 pub mod policy;
 pub mod proto;
 pub mod ratelimit;

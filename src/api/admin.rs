@@ -311,6 +311,7 @@ impl AdminService for AdminApi {
         let ctx = context(&request);
         let r = request.into_inner();
         let target = pb::ReindexTarget::try_from(r.target).unwrap_or(pb::ReindexTarget::Unspecified);
+        let busy = || Error::FailedPrecondition("a reindex is already running on this replica".into());
         let result = async {
             check_reason(&r.reason)?;
             match target {
@@ -319,14 +320,13 @@ impl AdminService for AdminApi {
                 }
                 pb::ReindexTarget::Unspecified | pb::ReindexTarget::All | pb::ReindexTarget::Local => {}
             }
+            // Checked before the request is recorded, so a refused call asks no replica to rebuild.
             if self.search.reindex_progress().is_some_and(|p| p.running) {
-                return Err(Error::FailedPrecondition("a reindex is already running on this replica".into()));
+                return Err(busy());
             }
             // Recorded first, so the other replicas rebuild too even if this one's start races.
             self.switches.request_reindex(&ctx, &r.reason).await?;
-            self.search
-                .start_reindex()
-                .ok_or_else(|| Error::FailedPrecondition("a reindex is already running on this replica".into()))
+            self.search.start_reindex().ok_or_else(busy)
         }
         .await;
         let details = [("target", target.as_str_name().to_owned())];

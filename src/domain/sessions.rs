@@ -22,7 +22,10 @@ use super::{
     auth::{Principal, Role, SessionId, UserId},
     product::Timestamp,
 };
-use crate::store::{Db, StoreError, auth::SessionEventRow};
+use crate::{
+    periodic::Ticks,
+    store::{Db, StoreError, auth::SessionEventRow},
+};
 
 /// How often replicas read new session events: the bound on how long a revoked session works.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -153,14 +156,8 @@ impl Sessions {
     pub async fn follow(self, stop: impl Future<Output = ()>) {
         let mut cursor = EventCursor::starting_at(Timestamp::now().0 - LOOKBACK_MICROS);
         let mut last_prune = tokio::time::Instant::now();
-        let mut ticker = tokio::time::interval(POLL_INTERVAL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                () = &mut stop => return,
-                _ = ticker.tick() => {}
-            }
+        let mut ticks = Ticks::new(POLL_INTERVAL, stop);
+        while ticks.next().await {
             if let Err(e) = self.poll(&mut cursor).await {
                 tracing::warn!(error = %e, "reading session events failed; retrying");
             }

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::{Error, audit::check_reason, auth::RequestContext, product::Timestamp};
 use crate::{
     breaker::CircuitBreaker,
+    periodic::Ticks,
     store::{Db, StoreError, settings::SettingRow},
 };
 
@@ -37,7 +38,6 @@ pub struct ReadOnly {
 
 impl ReadOnly {
     fn from_row(row: &SettingRow) -> Self {
-        metrics::gauge!("soko_read_only_mode").set(if row.value == "on" { 1.0 } else { 0.0 });
         Self {
             enabled: row.value == "on",
             reason: row.reason.clone(),
@@ -52,6 +52,14 @@ struct Known {
     read_only: ReadOnly,
     /// The id of the last reindex request this replica has seen, so each is acted on once.
     reindex: Option<String>,
+}
+
+impl Known {
+    /// Every change of the switch goes through here, so its gauge never disagrees with it.
+    fn set_read_only(&mut self, state: ReadOnly) {
+        metrics::gauge!("soko_read_only_mode").set(if state.enabled { 1.0 } else { 0.0 });
+        self.read_only = state;
+    }
 }
 
 /// Why writes are refused right now, if they are.
@@ -93,8 +101,7 @@ impl Switches {
     pub async fn load(&self) -> Result<(), StoreError> {
         let rows = self.db.settings().await?;
         let mut known = self.known.write().expect("switches lock");
-        known.read_only = rows.iter().find(|r| r.name == READ_ONLY).map(ReadOnly::from_row).unwrap_or_default();
-        metrics::gauge!("soko_read_only_mode").set(if known.read_only.enabled { 1.0 } else { 0.0 });
+        known.set_read_only(rows.iter().find(|r| r.name == READ_ONLY).map(ReadOnly::from_row).unwrap_or_default());
         known.reindex = rows.iter().find(|r| r.name == REINDEX).map(|r| r.value.clone());
         Ok(())
     }
@@ -135,7 +142,7 @@ impl Switches {
         };
         self.db.put_setting(&row).await?;
         let state = ReadOnly::from_row(&row);
-        self.known.write().expect("switches lock").read_only = state.clone();
+        self.known.write().expect("switches lock").set_read_only(state.clone());
         tracing::warn!(enabled, reason, by = %row.updated_by, "read-only mode switched");
         Ok(state)
     }
@@ -168,14 +175,8 @@ impl Switches {
 
     /// Polls the switches until `stop` resolves.
     pub async fn follow(self, stop: impl Future<Output = ()>) {
-        let mut ticker = tokio::time::interval(POLL_INTERVAL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                () = &mut stop => return,
-                _ = ticker.tick() => {}
-            }
+        let mut ticks = Ticks::new(POLL_INTERVAL, stop);
+        while ticks.next().await {
             match self.db.settings().await {
                 Ok(rows) => self.apply(&rows),
                 Err(e) => {
@@ -192,7 +193,7 @@ impl Switches {
             if state.enabled != known.read_only.enabled {
                 tracing::warn!(enabled = state.enabled, by = %state.updated_by, "read-only mode switched on another replica");
             }
-            known.read_only = state;
+            known.set_read_only(state);
         }
         if let Some(row) = rows.iter().find(|r| r.name == REINDEX)
             && known.reindex.as_deref() != Some(row.value.as_str())

@@ -174,7 +174,7 @@ async fn from_grpc(encoding: Encoding, method: &MethodDescriptor, response: Resp
     }
     if status.code() != Code::Ok {
         let mut response = error(status.code(), status.message(), Some(status.details()));
-        extend(response.headers_mut(), passed);
+        response.headers_mut().extend(passed);
         return response;
     }
     let data = collected.to_bytes();
@@ -190,21 +190,9 @@ async fn from_grpc(encoding: Encoding, method: &MethodDescriptor, response: Resp
         },
     };
     let mut response = Response::new(Body::new(Full::new(Bytes::from(body))));
-    extend(response.headers_mut(), passed);
+    response.headers_mut().extend(passed);
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
-}
-
-fn extend(headers: &mut HeaderMap, more: HeaderMap) {
-    let mut last = None;
-    for (name, value) in more {
-        if let Some(name) = name {
-            last = Some(name);
-        }
-        if let Some(name) = &last {
-            headers.append(name.clone(), value);
-        }
-    }
 }
 
 /// A Connect error: the HTTP status the protocol assigns to the code, and a JSON body with the

@@ -7,7 +7,7 @@
 use std::{sync::Arc, time::Duration};
 
 use super::Db;
-use crate::breaker::CircuitBreaker;
+use crate::{breaker::CircuitBreaker, periodic::Ticks};
 
 pub const INTERVAL: Duration = Duration::from_millis(500);
 /// A ping slower than this counts as a failure: a database this slow is not fit for writes.
@@ -23,14 +23,8 @@ pub fn database_breaker() -> Arc<CircuitBreaker> {
 
 /// Pings the database until `stop` resolves.
 pub async fn run(db: Db, breaker: Arc<CircuitBreaker>, stop: impl Future<Output = ()>) {
-    let mut ticker = tokio::time::interval(INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            () = &mut stop => return,
-            _ = ticker.tick() => {}
-        }
+    let mut ticks = Ticks::new(INTERVAL, stop);
+    while ticks.next().await {
         if !breaker.allows() {
             continue;
         }

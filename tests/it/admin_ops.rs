@@ -6,7 +6,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestApp, product, spawn_app, spawn_on, violated_fields};
+use common::{Backend, TestApp, product, spawn_app, spawn_on, until_writable, violated_fields};
 use soko::proto::{
     catalog as pb,
     soko::{
@@ -39,27 +39,6 @@ async fn set_read_only(app: &TestApp, enabled: bool, reason: &str) -> admin_pb::
         .into_inner()
         .read_only_mode
         .expect("state")
-}
-
-/// Tries a product write on `app` until its outcome is what `writable` says, for at most 1 s;
-/// returns how long that took.
-async fn until_writable(app: &TestApp, seller: &str, writable: bool) -> Duration {
-    let started = Instant::now();
-    loop {
-        let result = app
-            .catalog
-            .clone()
-            .create_product(pb::CreateProductRequest { product: Some(product(seller, "Probe", "accessories", 1)) })
-            .await;
-        match (&result, writable) {
-            (Ok(_), true) => return started.elapsed(),
-            (Err(s), false) if s.code() == Code::Unavailable => return started.elapsed(),
-            (Err(s), _) if s.code() != Code::Unavailable => panic!("unexpected {s:?}"),
-            _ => {}
-        }
-        assert!(started.elapsed() < Duration::from_secs(1), "still writable={} after 1 s", !writable);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 async fn read_only_mode_reaches_every_replica_refuses_only_writes_and_survives_a_restart(backend: Backend) {
@@ -115,7 +94,7 @@ async fn read_only_mode_reaches_every_replica_refuses_only_writes_and_survives_a
         "CreateProduct on A",
     );
     // The other one within a poll.
-    let took = until_writable(&b, &seller, false).await;
+    let took = until_writable(&b, &seller, false, Duration::from_secs(1)).await;
     eprintln!("read-only mode reached replica B in {took:?}");
     for app in [&a, &b] {
         let mut catalog = app.catalog.clone();
@@ -191,7 +170,7 @@ async fn read_only_mode_reaches_every_replica_refuses_only_writes_and_survives_a
     // Off again, from the new replica: the first one becomes writable within a poll.
     let state = set_read_only(&c, false, "maintenance over").await;
     assert!(!state.enabled && !state.effective, "{state:?}");
-    let took = until_writable(&a, &seller, true).await;
+    let took = until_writable(&a, &seller, true, Duration::from_secs(1)).await;
     eprintln!("the end of read-only mode reached replica A in {took:?}");
 
     // Both switches and the refusals are in the audit log.

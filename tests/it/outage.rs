@@ -10,7 +10,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestDatabase, http, product, proxy::Proxy, spawn_on};
+use common::{Backend, TestDatabase, http, product, proxy::Proxy, spawn_on, until_writable};
 use soko::proto::catalog as pb;
 use tonic::Code;
 
@@ -62,29 +62,10 @@ async fn database_outage_answers_unavailable_fast_and_recovers(backend: Backend)
         }
     }
     // Writes resume once the prober has seen the database answer (automatic read-only ends).
-    until_writable(&app, &seller.id, Duration::from_secs(10)).await;
+    until_writable(&app, &seller.id, true, Duration::from_secs(10)).await;
     assert_eq!(http::request(app.ops_addr, "GET", "/health/ready", &[], b"").await.status, 200);
     // The failed create during the outage wrote nothing.
     assert_eq!(app.db.count_products().await.unwrap(), 2);
-}
-
-/// Creates a product until it succeeds; returns how long that took.
-async fn until_writable(app: &common::TestApp, seller: &str, within: Duration) -> Duration {
-    let started = Instant::now();
-    loop {
-        let mut client = app.catalog.clone();
-        match client
-            .create_product(pb::CreateProductRequest { product: Some(product(seller, "Probe", "shoes", 1)) })
-            .await
-        {
-            Ok(_) => return started.elapsed(),
-            Err(e) => {
-                assert_eq!(e.code(), Code::Unavailable, "{e:?}");
-                assert!(started.elapsed() < within, "still not writable after {within:?}: {e:?}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
 }
 
 /// The incident plan's "database failed → read-only": with the database gone, the prober opens
@@ -154,7 +135,7 @@ async fn a_dead_database_turns_on_read_only_mode_by_itself_and_its_return_ends_i
     assert_ne!(body["checks"]["database"]["circuit"], "closed", "{body}");
 
     proxy.up();
-    let to_writable = until_writable(&app, &seller.id, Duration::from_secs(10)).await;
+    let to_writable = until_writable(&app, &seller.id, true, Duration::from_secs(10)).await;
     eprintln!("{}: database back → writable in {to_writable:?}", backend.name());
     let state = admin.get_read_only_mode(admin_pb::GetReadOnlyModeRequest {}).await.unwrap().into_inner();
     assert!(!state.read_only_mode.unwrap().effective);

@@ -444,6 +444,28 @@ pub fn product(seller_id: &str, name: &str, category: &str, price: i64) -> pb::P
     }
 }
 
+/// Tries a product write on `app` until it succeeds (`writable`) or is refused with UNAVAILABLE
+/// (not `writable`), for at most `within`; returns how long that took. Any error other than
+/// UNAVAILABLE is a failure.
+pub async fn until_writable(app: &TestApp, seller: &str, writable: bool, within: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let result = app
+            .catalog
+            .clone()
+            .create_product(pb::CreateProductRequest { product: Some(product(seller, "Probe", "shoes", 1)) })
+            .await;
+        match (&result, writable) {
+            (Ok(_), true) => return started.elapsed(),
+            (Err(s), false) if s.code() == tonic::Code::Unavailable => return started.elapsed(),
+            (Err(s), _) if s.code() != tonic::Code::Unavailable => panic!("unexpected {s:?}"),
+            _ => {}
+        }
+        assert!(started.elapsed() < within, "still writable={} after {within:?}: {result:?}", !writable);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The session id inside an access token the server issued.
 pub fn session_of(access_token: &str) -> String {
     use base64::Engine;
