@@ -283,6 +283,8 @@ pub struct Config {
     pub transport: TransportConfig,
     /// Where backups go, how often they are taken and how long they are kept.
     pub backups: crate::backup::BackupConfig,
+    /// Trace export over OTLP/gRPC; `None` unless an OTLP endpoint is set.
+    pub traces: Option<crate::telemetry::otlp::TraceExport>,
 }
 
 /// TLS on the gRPC port, the plaintext health port for probes, and what production exposes.
@@ -646,6 +648,8 @@ impl Config {
             keep_min: parse_or(&mut problems, "SOKO_BACKUP_KEEP_MIN", var("SOKO_BACKUP_KEEP_MIN"), 7),
         };
 
+        let traces = traces(&var, &mut problems);
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -674,8 +678,64 @@ impl Config {
             search_cache_ttl: Duration::from_secs(search_cache_secs),
             transport,
             backups,
+            traces,
         })
     }
+}
+
+/// The standard OpenTelemetry variables that say whether and how spans leave the process. The
+/// exporter reads the rest of them itself (headers, timeout, compression); the sampler and the
+/// resource come from `OTEL_TRACES_SAMPLER*`, `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`.
+fn traces(
+    var: &impl Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<crate::telemetry::otlp::TraceExport> {
+    let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let exporter = var("OTEL_TRACES_EXPORTER").map(|v| v.to_ascii_lowercase());
+    let (key, endpoint) = match (var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), var("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+        (Some(url), _) => ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url),
+        (None, Some(url)) => ("OTEL_EXPORTER_OTLP_ENDPOINT", url),
+        (None, None) => return None,
+    };
+    if disabled || exporter.as_deref() == Some("none") {
+        return None;
+    }
+    if let Some(other) = exporter.as_deref().filter(|e| *e != "otlp") {
+        problems.push(format!("OTEL_TRACES_EXPORTER: `{other}` is not one of otlp, none"));
+    }
+    match endpoint.parse::<http::Uri>() {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {}
+        _ => problems.push(format!("{key}: `{endpoint}` is not an http:// or https:// URL")),
+    }
+    if let Some(protocol) = var("OTEL_EXPORTER_OTLP_PROTOCOL").filter(|p| p != "grpc") {
+        problems.push(format!("OTEL_EXPORTER_OTLP_PROTOCOL: `{protocol}` is not supported; Soko exports over grpc"));
+    }
+    // The batch settings of the OTel specification's batch span processor (milliseconds).
+    let millis = |problems: &mut Vec<String>, key: &str, default: u64| {
+        let ms: u64 = parse_or(problems, key, var(key), default);
+        if !(1..=600_000).contains(&ms) {
+            problems.push(format!("{key}: {ms} is outside 1..=600000 milliseconds"));
+        }
+        Duration::from_millis(ms.max(1))
+    };
+    let schedule_delay = millis(problems, "OTEL_BSP_SCHEDULE_DELAY", 5_000);
+    let export_timeout = millis(problems, "OTEL_BSP_EXPORT_TIMEOUT", 30_000);
+    let max_queue: usize = parse_or(problems, "OTEL_BSP_MAX_QUEUE_SIZE", var("OTEL_BSP_MAX_QUEUE_SIZE"), 2048);
+    let max_batch: usize =
+        parse_or(problems, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"), 512);
+    if !(1..=1_000_000).contains(&max_queue) {
+        problems.push(format!("OTEL_BSP_MAX_QUEUE_SIZE: {max_queue} is outside 1..=1000000"));
+    }
+    if max_batch == 0 || max_batch > max_queue {
+        problems.push(format!("OTEL_BSP_MAX_EXPORT_BATCH_SIZE: {max_batch} is not in 1..=OTEL_BSP_MAX_QUEUE_SIZE"));
+    }
+    Some(crate::telemetry::otlp::TraceExport {
+        endpoint,
+        schedule_delay,
+        export_timeout,
+        max_queue: max_queue.max(1),
+        max_batch: max_batch.max(1),
+    })
 }
 
 fn transport(var: &impl Fn(&str) -> Option<String>, env: Environment, problems: &mut Vec<String>) -> TransportConfig {
@@ -793,6 +853,39 @@ mod tests {
         assert_eq!(c.db_checkout_timeout, Duration::from_millis(250));
         assert_eq!(c.embedder, EmbedderConfig::Builtin);
         assert_eq!(c.max_upload_bytes, 10 * 1024 * 1024 + 64 * 1024);
+    }
+
+    #[test]
+    fn traces_follow_the_standard_otel_variables() {
+        assert_eq!(config(&[]).unwrap().traces, None, "off without an endpoint");
+        let on =
+            config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"), ("OTEL_BSP_SCHEDULE_DELAY", "200")])
+                .unwrap()
+                .traces
+                .unwrap();
+        assert_eq!(on.endpoint, "http://collector:4317");
+        assert_eq!(on.schedule_delay, Duration::from_millis(200));
+        assert_eq!((on.max_queue, on.max_batch), (2048, 512));
+        let traces_only = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://general:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://traces:4317"),
+        ]);
+        assert_eq!(traces_only.unwrap().traces.unwrap().endpoint, "https://traces:4317");
+        for off in [("OTEL_SDK_DISABLED", "true"), ("OTEL_TRACES_EXPORTER", "none")] {
+            let c = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"), off]).unwrap();
+            assert_eq!(c.traces, None, "{off:?}");
+        }
+        let err = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "10"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "20"),
+        ])
+        .unwrap_err()
+        .to_string();
+        for key in ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] {
+            assert!(err.contains(key), "{key} in {err}");
+        }
     }
 
     #[test]

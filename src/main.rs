@@ -233,12 +233,14 @@ async fn serve(config: Config, demo: bool) -> ExitCode {
         tracing::error!("second signal: exiting without waiting for in-flight calls");
         std::process::exit(130);
     });
-    match app
+    let outcome = app
         .run_until(async {
             let _ = shutdown.await;
         })
-        .await
-    {
+        .await;
+    // The last calls' spans are still queued; a collector that is down costs at most this wait.
+    telemetry::flush_traces(std::time::Duration::from_secs(2)).await;
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ RunError::DrainTimeout(_)) => {
             tracing::error!(error = %e, "forced exit");

@@ -6,6 +6,7 @@ use std::{sync::Mutex, time::Duration};
 
 use bb8_redis::RedisConnectionManager;
 use redis::aio::MultiplexedConnection;
+use tracing::Instrument;
 
 use crate::breaker::CircuitBreaker;
 
@@ -56,11 +57,12 @@ impl RedisLink {
     }
 
     /// Runs `call` on the shared connection, within the timeout (connecting included).
-    pub async fn run<T, F, Fut>(&self, call: F) -> Result<T, RedisError>
+    pub async fn run<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T, RedisError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        let span = tracing::info_span!("redis", otel.kind = "client", db.system = "redis", db.operation = operation);
         let run = async {
             let cached = self.shared.lock().expect("redis connection lock").clone();
             let conn = match cached {
@@ -74,7 +76,7 @@ impl RedisLink {
             call(conn).await.map_err(|e| RedisError::Failed(e.to_string()))
         };
         // After a failure the connection may be dead or wedged: the next call starts afresh.
-        let outcome = match tokio::time::timeout(self.timeout, run).await {
+        let outcome = match tokio::time::timeout(self.timeout, run).instrument(span).await {
             Ok(outcome) => outcome,
             Err(_) => Err(RedisError::Timeout(self.timeout)),
         };

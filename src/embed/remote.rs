@@ -60,7 +60,9 @@ impl Embedder for RemoteEmbedder {
                     "the image embedder's circuit breaker is open after repeated failures"
                 )));
             }
-            let response = self.client.clone().embed_image(EmbedImageRequest { image }).await;
+            let mut request = tonic::Request::new(EmbedImageRequest { image });
+            crate::telemetry::propagate(request.metadata_mut());
+            let response = self.client.clone().embed_image(request).await;
             // A refused image is the image's fault, not the model server's.
             match &response {
                 Err(status) if status.code() != Code::InvalidArgument => {

@@ -75,18 +75,36 @@ where
         request.extensions_mut().insert(RequestId(id.clone()));
         let method = request.uri().path().to_owned();
         // The caller is filled in by the identify gate, once it knows who is calling.
+        // The `otel.*` and `rpc.*` fields only name the span in traces; they stay empty (and out
+        // of the log) when traces are not exported.
         let span = tracing::info_span!(
-            "rpc",
+            crate::telemetry::CALL_SPAN,
             request_id = %id,
             method = %method,
+            trace_id = tracing::field::Empty,
             peer = tracing::field::Empty,
-            caller = tracing::field::Empty
+            caller = tracing::field::Empty,
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            rpc.system = tracing::field::Empty,
+            rpc.grpc.status_code = tracing::field::Empty,
         );
         if let Some(peer) = peer_addr(request.extensions()) {
             span.record("peer", tracing::field::display(peer));
         }
         let start = Instant::now();
         let metric_method = crate::policy::metric_method(&method);
+        if crate::telemetry::tracing_enabled() {
+            // Before the trace context is read, which starts the span: its kind is fixed then.
+            // The name is bounded (unknown paths share one), as for the metrics.
+            span.record("otel.name", metric_method);
+            span.record("otel.kind", "server");
+            span.record("rpc.system", "grpc");
+            if let Some(trace_id) = crate::telemetry::continue_trace(&span, request.headers()) {
+                span.record("trace_id", trace_id);
+            }
+        }
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(async move {
             let record = Record { span: span.clone(), request_id: id, start, metric_method };
@@ -148,6 +166,25 @@ impl Record {
         let code_label = code.map_or("NO_STATUS", crate::api::status::code_name);
         metrics::counter!(HANDLED, "method" => self.metric_method, "code" => code_label).increment(1);
         metrics::histogram!(HANDLING_SECONDS, "method" => self.metric_method).record(elapsed);
+        if crate::telemetry::tracing_enabled() {
+            if let Some(code) = code {
+                self.span.record("rpc.grpc.status_code", code as i32);
+            }
+            // The OpenTelemetry gRPC conventions: on the server, only failures of the server's
+            // own making mark the span as an error; refusals of bad input do not.
+            let failed = matches!(
+                code,
+                None | Some(
+                    Code::Unknown
+                        | Code::DeadlineExceeded
+                        | Code::Unimplemented
+                        | Code::Internal
+                        | Code::Unavailable
+                        | Code::DataLoss
+                )
+            );
+            self.span.record("otel.status_code", if failed { "ERROR" } else { "OK" });
+        }
         let status_name = code.map_or_else(|| status.to_owned(), |c| format!("{c:?}"));
         let error = message.filter(|_| code != Some(Code::Ok)).unwrap_or_default();
         match code {

@@ -47,7 +47,7 @@ impl RedisStore {
     pub async fn check(&self, buckets: &[Bucket]) -> Result<Vec<BucketState>, RedisError> {
         let out = self
             .link
-            .run(|mut conn| async move {
+            .run("EVALSHA", |mut conn| async move {
                 let mut invocation = self.script.prepare_invoke();
                 for bucket in buckets {
                     invocation.key(&bucket.key).arg(bucket.rate.interval_us).arg(bucket.rate.burst);

@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use super::{SearchEngine, VectorRequest, parse_filter, parse_top_k};
 use crate::{
     domain::{Error, error::Violations, listing::FilterInput, product::Product},
@@ -34,7 +36,8 @@ impl SearchEngine {
         v.finish()?;
 
         let started = Instant::now();
-        let embedded = embedder.embed_image(request.image).await;
+        let span = tracing::info_span!("embed", otel.kind = "client", embedder = embedder.name());
+        let embedded = embedder.embed_image(request.image).instrument(span).await;
         let outcome = match &embedded {
             Ok(_) => "ok",
             Err(EmbedError::InvalidImage(_)) => "invalid_image",

@@ -147,13 +147,12 @@ impl SearchCache {
             return None;
         };
         let redis_key = redis_key(&shared.key_prefix, key);
-        let fetched =
-            shared
-                .link
-                .run(|mut conn| async move {
-                    redis::cmd("GET").arg(&redis_key).query_async::<Option<Vec<u8>>>(&mut conn).await
-                })
-                .await;
+        let fetched = shared
+            .link
+            .run("GET", |mut conn| async move {
+                redis::cmd("GET").arg(&redis_key).query_async::<Option<Vec<u8>>>(&mut conn).await
+            })
+            .await;
         let found = match fetched {
             Ok(bytes) => {
                 self.redis_ok(breaker);
@@ -191,7 +190,7 @@ impl SearchCache {
                 (redis_key(&shared.key_prefix, &key), encode(&value), self.ttl.as_millis());
             let stored = shared
                 .link
-                .run(|mut conn| async move {
+                .run("SET", |mut conn| async move {
                     redis::cmd("SET")
                         .arg(&redis_key)
                         .arg(bytes)

@@ -160,6 +160,7 @@ pub struct AuditFilter {
 }
 
 impl Db {
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn insert_user(&self, row: &UserRow) -> Result<(), StoreError> {
         let _guard = self.write_guard().await;
         with_conn!(self, |conn| {
@@ -168,12 +169,14 @@ impl Db {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, StoreError> {
         Ok(with_conn!(self, |conn| {
             users::table.filter(users::email.eq(email)).select(UserRow::as_select()).first(conn).await.optional()?
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
         Ok(with_conn!(self, |conn| {
             users::table.find(id).select(UserRow::as_select()).first(conn).await.optional()?
@@ -181,6 +184,7 @@ impl Db {
     }
 
     /// Users newest first, optionally only those whose email contains `email` or of one role.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn list_users(
         &self,
         email: Option<&str>,
@@ -205,6 +209,7 @@ impl Db {
     }
 
     /// Starts a session (refresh-token family) with its first refresh token.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn create_session(
         &self,
         session_id: &str,
@@ -233,6 +238,7 @@ impl Db {
 
     /// Uses up the refresh token with digest `hash` and stores `next` in its family, atomically.
     /// Of two concurrent rotations of one token exactly one wins; the other sees reuse.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn rotate_refresh_token(
         &self,
         hash: &str,
@@ -291,6 +297,7 @@ impl Db {
 
     /// Revokes the family of the refresh token with digest `hash`. `None` when no such token was
     /// ever issued.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn revoke_session_of_token(&self, hash: &str, now: i64) -> Result<Option<String>, StoreError> {
         let _guard = self.write_guard().await;
         with_transaction!(self, StoreError, |conn| {
@@ -309,6 +316,7 @@ impl Db {
 
     /// The user behind a session, with the user's current role and whether the session is
     /// revoked. `None` when no such session exists or its user is gone.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn session_owner(&self, session_id: &str) -> Result<Option<(String, String, bool)>, StoreError> {
         let row: Option<(String, String, Option<i64>)> = with_conn!(self, |conn| {
             sessions::table
@@ -323,6 +331,7 @@ impl Db {
     }
 
     /// Session events written at or after `since` (µs), oldest first, at most `limit`.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn session_events_since(&self, since: i64, limit: i64) -> Result<Vec<SessionEventRow>, StoreError> {
         Ok(with_conn!(self, |conn| {
             session_events::table
@@ -336,6 +345,7 @@ impl Db {
     }
 
     /// Deletes session events written before `before` (µs).
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn prune_session_events(&self, before: i64) -> Result<usize, StoreError> {
         let _guard = self.write_guard().await;
         Ok(with_conn!(self, |conn| {
@@ -344,6 +354,7 @@ impl Db {
     }
 
     /// Sets a new password hash and revokes every session of the user except `keep_session`.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn change_password(
         &self,
         user_id: &str,
@@ -372,6 +383,7 @@ impl Db {
 
     /// Changes a user's role unless that would leave no admin. Returns the old role, or `None`
     /// when the user doesn't exist.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn set_role(
         &self,
         user_id: &str,
@@ -397,6 +409,7 @@ impl Db {
         })
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn insert_api_key(&self, row: &ApiKeyRow) -> Result<(), StoreError> {
         let _guard = self.write_guard().await;
         with_conn!(self, |conn| {
@@ -406,6 +419,7 @@ impl Db {
     }
 
     /// The key with this secret digest and its owner's current role.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn api_key_by_hash(&self, hash: &str) -> Result<Option<(ApiKeyRow, String)>, StoreError> {
         Ok(with_conn!(self, |conn| {
             api_keys::table
@@ -418,6 +432,7 @@ impl Db {
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn touch_api_key(&self, id: &str, now: i64) -> Result<(), StoreError> {
         with_conn!(self, |conn| {
             diesel::update(api_keys::table.find(id)).set(api_keys::last_used_at.eq(Some(now))).execute(conn).await?;
@@ -426,6 +441,7 @@ impl Db {
     }
 
     /// Revokes a key (idempotently) and returns it; `None` when unknown.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn revoke_api_key(&self, id: &str, now: i64) -> Result<Option<ApiKeyRow>, StoreError> {
         let _guard = self.write_guard().await;
         with_transaction!(self, StoreError, |conn| {
@@ -437,6 +453,7 @@ impl Db {
         })
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn list_api_keys(
         &self,
         user_id: Option<&str>,
@@ -461,6 +478,7 @@ impl Db {
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn insert_audit_event(&self, row: &NewAuditRow) -> Result<(), StoreError> {
         let _guard = self.write_guard().await;
         with_conn!(self, |conn| {
@@ -470,6 +488,7 @@ impl Db {
     }
 
     /// Audit events newest first.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn list_audit_events(
         &self,
         filter: &AuditFilter,

@@ -282,6 +282,7 @@ macro_rules! restore_body {
 
 impl Db {
     /// The newest migration applied to this database, e.g. `20261122000003`.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn schema_version(&self) -> Result<String, StoreError> {
         let rows: Vec<NameRow> = super::with_conn!(self, |conn| {
             diesel::sql_query("SELECT version AS name FROM __diesel_schema_migrations ORDER BY version DESC LIMIT 1")
@@ -293,6 +294,7 @@ impl Db {
 
     /// Every table in the database (migration bookkeeping aside), for checking that backups cover
     /// them all.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn table_names(&self) -> Result<Vec<String>, StoreError> {
         let sql = match self {
             Self::Sqlite { .. } => "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
@@ -311,6 +313,7 @@ impl Db {
     /// Sends every backed-up table's rows to `out` from one consistent snapshot: a repeatable-read
     /// read-only transaction on PostgreSQL, a consistent-snapshot transaction on MySQL, and one
     /// read transaction on SQLite (WAL lets writers go on meanwhile).
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn dump(&self, out: mpsc::Sender<DumpItem>) -> Result<(), StoreError> {
         match self {
             Self::Sqlite { pool, .. } => {
@@ -337,6 +340,7 @@ impl Db {
 
     /// Writes the batches into this database in one transaction, so a failed restore leaves the
     /// database as it was. Returns the number of rows inserted.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn restore(
         &self,
         mode: RestoreMode,

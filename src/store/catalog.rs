@@ -275,6 +275,7 @@ impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for WriteEr
 }
 
 impl Db {
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn list_categories(&self) -> Result<Vec<Category>, StoreError> {
         let rows: Vec<CategoryRow> = with_conn!(self, |conn| {
             categories::table
@@ -286,6 +287,7 @@ impl Db {
         rows.into_iter().map(Category::try_from).collect()
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn insert_category(&self, category: Category) -> Result<(), StoreError> {
         let row = CategoryRow::from(category);
         let _guard = self.write_guard().await;
@@ -295,6 +297,7 @@ impl Db {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn insert_seller(&self, seller: &Seller) -> Result<(), StoreError> {
         let row = SellerRow {
             id: seller.id.to_string(),
@@ -309,6 +312,7 @@ impl Db {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn get_seller(&self, id: SellerId) -> Result<Option<Seller>, StoreError> {
         let id = id.to_string();
         let row: Option<SellerRow> = with_conn!(self, |conn| {
@@ -319,6 +323,7 @@ impl Db {
 
     /// Live (not deleted) products with these ids, in no particular order.
     /// The live products among `ids` that `visibility` lets the reader see, in no order.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn get_products(&self, ids: &[ProductId], visibility: Visibility) -> Result<Vec<Product>, StoreError> {
         let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
         let private = private_statuses();
@@ -334,6 +339,7 @@ impl Db {
 
     /// Live products in id order, `limit` at a time after `after`: a full scan in pages, for
     /// loading the search index.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn products_after(&self, after: Option<ProductId>, limit: i64) -> Result<Vec<Product>, StoreError> {
         let after = after.map(|id| id.to_string()).unwrap_or_default();
         let rows: Vec<ProductRow> = with_conn!(self, |conn| {
@@ -349,6 +355,7 @@ impl Db {
         rows.into_iter().map(Product::try_from).collect()
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn list_products(&self, query: &ListQuery) -> Result<Vec<Product>, StoreError> {
         let f = &query.filter;
         let category = f.category_id.as_ref().map(|c| c.as_str().to_owned());
@@ -415,6 +422,7 @@ impl Db {
     /// Inserts a product and its outbox event atomically.
     /// Inserts a product and its outbox event atomically. With `owner`, the product's seller must
     /// belong to that user.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn insert_product(&self, product: &Product, owner: Option<UserId>) -> Result<(), WriteError> {
         let row = ProductRow::from(product);
         let owner = owner.map(|o| o.to_string());
@@ -430,6 +438,7 @@ impl Db {
 
     /// Applies `patch` to a live product and records the new state in the outbox, atomically.
     /// Returns the product as committed.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn update_product(
         &self,
         id: ProductId,
@@ -456,6 +465,7 @@ impl Db {
     }
 
     /// Soft-deletes a live product and records the deletion in the outbox, atomically.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn delete_product(&self, id: ProductId, owner: Option<UserId>) -> Result<(), WriteError> {
         let now = Timestamp::now().0;
         let event =
@@ -478,6 +488,7 @@ impl Db {
     }
 
     /// Outbox events with an id greater than `after`, oldest first.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn outbox_after(&self, after: i64, limit: i64) -> Result<Vec<OutboxEvent>, StoreError> {
         let rows: Vec<(i64, String, String, Option<Vec<u8>>)> = with_conn!(self, |conn| {
             outbox::table
@@ -502,6 +513,7 @@ impl Db {
 
     /// The newest outbox id (0 when empty), and when the oldest event after `after` was
     /// written: how far a follower at `after` is behind.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn outbox_lag(&self, after: i64) -> Result<(i64, Option<i64>), StoreError> {
         Ok(with_conn!(self, |conn| {
             let head: Option<i64> = outbox::table.select(diesel::dsl::max(outbox::id)).first(conn).await?;
@@ -517,6 +529,7 @@ impl Db {
     }
 
     /// How many live products there are.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn count_products(&self) -> Result<i64, StoreError> {
         Ok(with_conn!(self, |conn| {
             products::table.filter(products::deleted_at.is_null()).count().get_result::<i64>(conn).await?

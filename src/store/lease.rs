@@ -14,6 +14,7 @@ impl Db {
     /// Takes the lease `name` for `holder` until `ttl` from now, if nobody (`holder` included)
     /// holds it unexpired. Returns whether it was taken. A job that should run once per period
     /// takes the lease for the period and keeps it, so other replicas skip that period.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn take_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
         let now = Timestamp::now().0;
         let expires_at = now.saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX));
@@ -47,6 +48,7 @@ impl Db {
 
     /// Gives the lease up early if `holder` still has it, so another replica need not wait for
     /// it to expire.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         let _writer = self.write_guard().await;
         with_conn!(self, |conn| {

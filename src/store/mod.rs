@@ -172,6 +172,7 @@ impl Db {
     }
 
     /// One round trip to the database, for readiness checks.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn ping(&self) -> Result<(), StoreError> {
         with_conn!(self, |conn| {
             diesel::sql_query("SELECT 1").execute(conn).await?;

@@ -19,12 +19,14 @@ pub struct SettingRow {
 
 impl Db {
     /// Every setting.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn settings(&self) -> Result<Vec<SettingRow>, StoreError> {
         let rows = with_conn!(self, |conn| cluster_settings::table.select(SettingRow::as_select()).load(conn).await?);
         Ok(rows)
     }
 
     /// Writes a setting, replacing any earlier value.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
     pub async fn put_setting(&self, row: &SettingRow) -> Result<(), StoreError> {
         let _writer = self.write_guard().await;
         // Update, else insert: portable across the three backends' upsert dialects. Two

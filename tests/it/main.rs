@@ -17,4 +17,5 @@ mod server;
 mod shutdown;
 mod snapshot;
 mod tls;
+mod traces;
 mod vector_recall;

@@ -289,46 +289,8 @@ async fn request_ids_are_echoed_or_generated() {
 /// failed and why, at a level that follows the outcome, with the request id and method once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_calls_log_line_names_caller_peer_and_error_once() {
-    use std::io::BufRead;
-    let dir = std::env::temp_dir().join(format!("soko_logs_{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_soko"))
-        .arg("serve")
-        .env_clear()
-        .env("SOKO_GRPC_ADDR", "127.0.0.1:0")
-        .env("SOKO_OPS_ADDR", "127.0.0.1:0")
-        .env("SOKO_DATA_DIR", &dir)
-        .env("SOKO_EMBEDDING_DIM", "8")
-        .env("SOKO_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn({
-        let lines = lines.clone();
-        move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str(&line) {
-                    lines.lock().unwrap().push(v);
-                }
-            }
-        }
-    });
-    let serving = |lines: &[serde_json::Value]| {
-        lines.iter().find(|l| l["message"] == "soko is serving").map(|l| l["grpc"].as_str().unwrap().to_owned())
-    };
-    let started = std::time::Instant::now();
-    let addr = loop {
-        if let Some(addr) = serving(&lines.lock().unwrap()) {
-            break addr;
-        }
-        assert!(started.elapsed() < std::time::Duration::from_secs(30), "server did not start");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut soko = common::process::SokoProcess::start(&[]).await;
+    let channel = soko.channel().await;
     let registered = soko::proto::soko::auth::v1::auth_service_client::AuthServiceClient::new(channel.clone())
         .register(soko::proto::soko::auth::v1::RegisterRequest {
             email: "logged@example.com".into(),
@@ -348,11 +310,9 @@ async fn each_calls_log_line_names_caller_peer_and_error_once() {
     let bad = catalog.get_product(pb::GetProductRequest { id: "not-an-id".into() }).await.unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    soko.stop();
 
-    let lines = lines.lock().unwrap();
+    let lines = soko.lines();
     let finished = |method: &str| {
         lines
             .iter()

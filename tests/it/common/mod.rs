@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod process;
 pub mod proxy;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
