@@ -75,8 +75,12 @@ where
         request.extensions_mut().insert(RequestId(id.clone()));
         let method = request.uri().path().to_owned();
         // The caller is filled in by the identify gate, once it knows who is calling.
-        // The `otel.*` and `rpc.*` fields only name the span in traces; they stay empty (and out
-        // of the log) when traces are not exported.
+        let start = Instant::now();
+        let metric_method = crate::policy::metric_method(&method);
+        // The `otel.*` and `rpc.*` fields only name the span in traces, so they are given (at
+        // creation: recording a field later makes the JSON log layer re-parse the span's fields)
+        // only when spans are exported. The name is bounded, as for the metrics.
+        let traced = crate::telemetry::tracing_enabled();
         let span = tracing::info_span!(
             crate::telemetry::CALL_SPAN,
             request_id = %id,
@@ -84,26 +88,15 @@ where
             trace_id = tracing::field::Empty,
             peer = tracing::field::Empty,
             caller = tracing::field::Empty,
-            otel.name = tracing::field::Empty,
-            otel.kind = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-            rpc.system = tracing::field::Empty,
-            rpc.grpc.status_code = tracing::field::Empty,
+            otel.name = traced.then_some(metric_method),
+            otel.kind = traced.then_some("server"),
+            rpc.system = traced.then_some("grpc"),
         );
         if let Some(peer) = peer_addr(request.extensions()) {
             span.record("peer", tracing::field::display(peer));
         }
-        let start = Instant::now();
-        let metric_method = crate::policy::metric_method(&method);
-        if crate::telemetry::tracing_enabled() {
-            // Before the trace context is read, which starts the span: its kind is fixed then.
-            // The name is bounded (unknown paths share one), as for the metrics.
-            span.record("otel.name", metric_method);
-            span.record("otel.kind", "server");
-            span.record("rpc.system", "grpc");
-            if let Some(trace_id) = crate::telemetry::continue_trace(&span, request.headers()) {
-                span.record("trace_id", trace_id);
-            }
+        if traced && let Some(trace_id) = crate::telemetry::continue_trace(&span, request.headers()) {
+            span.record("trace_id", trace_id);
         }
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(async move {
@@ -167,9 +160,6 @@ impl Record {
         metrics::counter!(HANDLED, "method" => self.metric_method, "code" => code_label).increment(1);
         metrics::histogram!(HANDLING_SECONDS, "method" => self.metric_method).record(elapsed);
         if crate::telemetry::tracing_enabled() {
-            if let Some(code) = code {
-                self.span.record("rpc.grpc.status_code", code as i32);
-            }
             // The OpenTelemetry gRPC conventions: on the server, only failures of the server's
             // own making mark the span as an error; refusals of bad input do not.
             let failed = matches!(
@@ -183,7 +173,7 @@ impl Record {
                         | Code::DataLoss
                 )
             );
-            self.span.record("otel.status_code", if failed { "ERROR" } else { "OK" });
+            crate::telemetry::end_call_span(&self.span, code.map(|c| c as i32), failed);
         }
         let status_name = code.map_or_else(|| status.to_owned(), |c| format!("{c:?}"));
         let error = message.filter(|_| code != Some(Code::Ok)).unwrap_or_default();

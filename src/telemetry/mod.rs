@@ -46,15 +46,18 @@ pub fn init(config: &Config) {
 /// What becomes a span in a trace: each call's `rpc` span, and Soko's spans inside a call (the
 /// database, Redis, the embedder). Background loops (the prober's pings, the followers' polls)
 /// would otherwise start a trace of their own every half second, and log events stay in the log.
-fn traced<S>() -> DynFilterFn<S>
+fn traced<S>() -> impl tracing_subscriber::layer::Filter<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    DynFilterFn::new(|meta, cx| {
-        meta.is_span()
-            && meta.target().starts_with("soko")
-            && (meta.name() == CALL_SPAN || cx.lookup_current().is_some())
-    })
+    let ours = |meta: &tracing::Metadata<'_>| meta.is_span() && meta.target().starts_with("soko");
+    DynFilterFn::new(move |meta, cx| ours(meta) && (meta.name() == CALL_SPAN || cx.lookup_current().is_some()))
+        // Decided once per callsite where possible: without it every `trace!` in h2 and hyper
+        // would ask this filter on every call (measured: 38% of GetProduct's throughput).
+        .with_callsite_filter(move |meta| {
+            if ours(meta) { tracing::subscriber::Interest::sometimes() } else { tracing::subscriber::Interest::never() }
+        })
+        .with_max_level_hint(tracing::level_filters::LevelFilter::DEBUG)
 }
 
 /// The name of the span each gRPC call is served in (see the request log).
@@ -82,6 +85,15 @@ pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) -> Option
     }
     let trace_id = span.context().span().span_context().trace_id();
     (trace_id != opentelemetry::trace::TraceId::INVALID).then(|| trace_id.to_string())
+}
+
+/// Sets the call span's outcome in the trace only (not as a log field, which would make the JSON
+/// log layer re-parse the span's fields on every call).
+pub fn end_call_span(span: &tracing::Span, grpc_code: Option<i32>, failed: bool) {
+    if let Some(code) = grpc_code {
+        span.set_attribute("rpc.grpc.status_code", i64::from(code));
+    }
+    span.set_status(if failed { opentelemetry::trace::Status::error("") } else { opentelemetry::trace::Status::Ok });
 }
 
 /// Writes the current span's `traceparent` into outgoing gRPC metadata, so the callee's spans

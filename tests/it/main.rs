@@ -7,6 +7,8 @@ mod admin_ops;
 mod auth;
 mod backup;
 mod catalog;
+mod clients;
+mod debugging;
 mod image_search;
 mod outage;
 mod rate_limit;
