@@ -77,7 +77,7 @@ impl Server {
             .env("SOKO_DATA_DIR", &dir)
             .env("SOKO_EMBEDDING_DIM", "8")
             .env("SOKO_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("SOKO_BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()))
             // The quotas would refuse a load generator on one address; this measures tracing.
             .env("SOKO_RATE_LIMIT_ENABLED", "false")
             .stdout(std::fs::File::create(&log)?)

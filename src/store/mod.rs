@@ -142,6 +142,15 @@ impl Db {
         })
     }
 
+    /// The pool's connections and its checkout statistics since start.
+    pub fn pool_state(&self) -> bb8::State {
+        match self {
+            Self::Sqlite { pool, .. } => pool.state(),
+            Self::Postgres(pool) => pool.state(),
+            Self::Mysql(pool) => pool.state(),
+        }
+    }
+
     /// The backend's name for logs and health.
     pub fn backend(&self) -> &'static str {
         match self {

@@ -25,6 +25,7 @@ pub fn database_breaker() -> Arc<CircuitBreaker> {
 pub async fn run(db: Db, breaker: Arc<CircuitBreaker>, stop: impl Future<Output = ()>) {
     let mut ticks = Ticks::new(INTERVAL, stop);
     while ticks.next().await {
+        publish_pool_metrics(&db);
         if !breaker.allows() {
             continue;
         }
@@ -40,4 +41,22 @@ pub async fn run(db: Db, breaker: Arc<CircuitBreaker>, stop: impl Future<Output 
             }
         }
     }
+}
+
+/// The pool's state as metrics, sampled with each ping: connections in use and idle, calls waiting
+/// for one, and checkouts by outcome with the time spent waiting (bb8 keeps the totals).
+fn publish_pool_metrics(db: &Db) {
+    let state = db.pool_state();
+    let stats = &state.statistics;
+    let in_use = state.connections.saturating_sub(state.idle_connections);
+    metrics::gauge!("soko_db_pool_connections", "state" => "in_use").set(f64::from(in_use));
+    metrics::gauge!("soko_db_pool_connections", "state" => "idle").set(f64::from(state.idle_connections));
+    metrics::gauge!("soko_db_pool_waiting").set(stats.pending_gets() as f64);
+    for (outcome, total) in
+        [("direct", stats.get_direct), ("waited", stats.get_waited), ("timed_out", stats.get_timed_out)]
+    {
+        metrics::counter!("soko_db_pool_checkouts_total", "outcome" => outcome).absolute(total);
+    }
+    // A gauge that only grows: the metrics crate's counters are integers, and rate() reads it alike.
+    metrics::gauge!("soko_db_pool_wait_seconds_total").set(stats.get_wait_time.as_secs_f64());
 }

@@ -464,3 +464,33 @@ async fn the_connect_protocol_serves_plain_http_clients() {
     let me: serde_json::Value = serde_json::from_slice(&me.body).unwrap();
     assert_eq!(me["user"]["email"], common::ADMIN_EMAIL, "{me}");
 }
+
+/// The database pool's state is in the metrics (issue 16): connections in use and idle, calls
+/// waiting for one, checkouts by outcome and the time spent waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_pools_state_is_in_the_metrics() {
+    let app = spawn_app(Backend::Sqlite).await;
+    app.catalog.clone().list_categories(pb::ListCategoriesRequest {}).await.unwrap();
+    let value = |metrics: &str, series: &str| {
+        metrics.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let started = std::time::Instant::now();
+    loop {
+        // Sampled by the database prober, every 500 ms.
+        let metrics = String::from_utf8(http::request(app.ops_addr, "GET", "/metrics", &[], b"").await.body).unwrap();
+        if value(&metrics, "soko_db_pool_checkouts_total{outcome=\"direct\"}").is_some_and(|n| n > 0.0) {
+            for series in [
+                "soko_db_pool_connections{state=\"in_use\"}",
+                "soko_db_pool_connections{state=\"idle\"}",
+                "soko_db_pool_waiting",
+                "soko_db_pool_checkouts_total{outcome=\"timed_out\"}",
+                "soko_db_pool_wait_seconds_total",
+            ] {
+                assert!(value(&metrics, series).is_some_and(|v| v >= 0.0), "{series} in:\n{metrics}");
+            }
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "no pool metrics:\n{metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
