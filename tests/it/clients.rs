@@ -1,6 +1,7 @@
-//! The generated Python client (clients/python) against a real server (issue 15): its own test
+//! The generated clients against a real server (issue 15). Python (clients/python): its own test
 //! suite (bearer tokens with refresh, API keys, decoded error details, sync and asyncio), and the
-//! internal-service example that pages through the whole catalog with an API key.
+//! internal-service example that pages through the whole catalog with an API key. TypeScript
+//! (clients/typescript): a Node program calling through the client over gRPC.
 
 use std::{path::Path, process::Command};
 
@@ -104,4 +105,35 @@ async fn the_python_export_example_pages_through_the_whole_catalog_with_an_api_k
     let refused = python(&["examples/export_catalog.py", "--addr", &addr], &app, &[("SOKO_API_KEY", "soko_ak_wrong")]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("UNAUTHENTICATED"), "{refused:?}");
+}
+
+const TYPESCRIPT_LIVE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/typescript/dist/test/live.js");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_client_calls_a_real_server_from_node() {
+    // scripts/test builds it (npm ci, tsc); with CI=true its absence is a failure.
+    if !Path::new(TYPESCRIPT_LIVE).exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: {TYPESCRIPT_LIVE} is missing (scripts/test builds clients/typescript)"
+        );
+        eprintln!("SKIPPED: clients/typescript is not built; run scripts/test");
+        return;
+    }
+    let app = spawn_app(Backend::Sqlite).await;
+    app.register("ts-seller@example.com", Role::Seller).await;
+    let seller = app.seller("TS Seller").await;
+    app.create(product(&seller.id, "Kente scarf", "shoes", 2_000)).await;
+    let key = api_key_of_admin(&app).await;
+    let out = Command::new("node")
+        .arg(TYPESCRIPT_LIVE)
+        .env("SOKO_URL", format!("http://{}", app.grpc_addr))
+        .env("SOKO_EMAIL", "ts-seller@example.com")
+        .env("SOKO_PASSWORD", "password-123")
+        .env("SOKO_API_KEY", &key)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("ok: 1 products, refreshed 1 time(s)"), "{stdout}");
 }
