@@ -285,6 +285,8 @@ pub struct Config {
     pub backups: crate::backup::BackupConfig,
     /// Trace export over OTLP/gRPC; `None` unless an OTLP endpoint is set.
     pub traces: Option<crate::telemetry::otlp::TraceExport>,
+    /// The storefront page's port; `None` unless `SOKO_WEB_ADDR` is set.
+    pub web: Option<crate::web::WebConfig>,
 }
 
 /// TLS on the gRPC port, the plaintext health port for probes, and what production exposes.
@@ -649,6 +651,20 @@ impl Config {
         };
 
         let traces = traces(&var, &mut problems);
+        let web = var("SOKO_WEB_ADDR").map(|raw| {
+            let addr = parse_or(&mut problems, "SOKO_WEB_ADDR", Some(raw), SocketAddr::from(([127, 0, 0, 1], 8080)));
+            let grpc_url = var("SOKO_WEB_GRPC_URL");
+            if let Some(url) = &grpc_url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                problems.push(format!("SOKO_WEB_GRPC_URL: `{url}` is not an http:// or https:// URL"));
+            }
+            crate::web::WebConfig {
+                addr,
+                dir: var("SOKO_WEB_DIR").map_or_else(|| PathBuf::from("clients/web/dist"), PathBuf::from),
+                grpc_url,
+            }
+        });
 
         if !problems.is_empty() {
             return Err(ConfigError(problems));
@@ -679,6 +695,7 @@ impl Config {
             transport,
             backups,
             traces,
+            web,
         })
     }
 }

@@ -90,6 +90,8 @@ pub struct Application {
     ops_listener: TcpListener,
     /// The plaintext health-only port (`SOKO_HEALTH_ADDR`), for probes that cannot speak TLS.
     health_listener: Option<TcpListener>,
+    /// The storefront page's port (`SOKO_WEB_ADDR`).
+    web_listener: Option<TcpListener>,
     tls: Option<Tls>,
 }
 
@@ -117,9 +119,17 @@ impl Application {
             }
             None => None,
         };
+        let web_listener = match &config.web {
+            Some(web) => Some(
+                TcpListener::bind(web.addr)
+                    .await
+                    .with_context(|| format!("binding the storefront port {}", web.addr))?,
+            ),
+            None => None,
+        };
         // Loaded here so that an unusable certificate stops start-up with its path in the message.
         let tls = config.transport.tls.as_ref().map(Tls::start).transpose().context("setting up TLS")?;
-        Ok(Self { config, db, grpc_listener, ops_listener, health_listener, tls })
+        Ok(Self { config, db, grpc_listener, ops_listener, health_listener, web_listener, tls })
     }
 
     /// The plaintext health-only port, when `SOKO_HEALTH_ADDR` configured one.
@@ -135,6 +145,11 @@ impl Application {
         self.ops_listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// The storefront page's port, when `SOKO_WEB_ADDR` configured one.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_listener.as_ref().map(|l| l.local_addr().expect("a bound listener has an address"))
+    }
+
     pub fn db(&self) -> &Db {
         &self.db
     }
@@ -143,7 +158,8 @@ impl Application {
     /// listener stops accepting, in-flight calls get until the drain deadline to finish.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
         let (grpc_addr, ops_addr) = (self.grpc_addr(), self.ops_addr());
-        let Self { config, db, grpc_listener, ops_listener, health_listener, tls } = self;
+        let web_addr = self.web_addr();
+        let Self { config, db, grpc_listener, ops_listener, health_listener, web_listener, tls } = self;
         let health =
             HealthState::new([api::CATALOG_SERVICE, api::SEARCH_SERVICE, api::AUTH_SERVICE, api::ADMIN_SERVICE]);
         let catalog = Catalog::new(db.clone(), config.embedding_dim);
@@ -288,6 +304,14 @@ impl Application {
                 let _ = ops_stopped.await;
             });
         let ops = tokio::spawn(async move { ops.await });
+        // The storefront page: static files, stopped with the ops port.
+        let (stop_web, web_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let (Some(listener), Some(web)) = (web_listener, &config.web) {
+            let site = axum::serve(listener, crate::web::router(web, grpc_addr.port())).with_graceful_shutdown(async {
+                let _ = web_stopped.await;
+            });
+            tokio::spawn(async move { site.await });
+        }
 
         for service in [api::CATALOG_SERVICE, api::AUTH_SERVICE, api::ADMIN_SERVICE] {
             health.set(service, ServingStatus::Serving);
@@ -339,6 +363,7 @@ impl Application {
         tracing::info!(
             grpc = %grpc_addr,
             ops = %ops_addr,
+            web = web_addr.map(tracing::field::display),
             backend = db.backend(),
             env = ?config.env,
             version = crate::build_info::VERSION,
@@ -370,6 +395,7 @@ impl Application {
         let _ = stop_probe.send(());
         // Readiness keeps answering 503 until the gRPC side is done.
         let _ = stop_ops.send(());
+        let _ = stop_web.send(());
         let _ = stop_health.send(());
         let _ = tokio::time::timeout(Duration::from_secs(1), ops).await;
         let _ = follower.await;

@@ -21,3 +21,4 @@ mod snapshot;
 mod tls;
 mod traces;
 mod vector_recall;
+mod web;

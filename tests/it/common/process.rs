@@ -17,6 +17,8 @@ pub struct SokoProcess {
     /// The gRPC and ops addresses from the "soko is serving" line.
     pub grpc: SocketAddr,
     pub ops: SocketAddr,
+    /// The storefront port, when `SOKO_WEB_ADDR` was set.
+    pub web: Option<SocketAddr>,
     lines: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
@@ -24,11 +26,17 @@ impl SokoProcess {
     /// Starts `soko serve` on free ports with `env` added to a clean environment, and waits until
     /// it serves.
     pub async fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_with(&[], env).await
+    }
+
+    /// `soko serve ARGS…` (e.g. `--demo`) with `env`.
+    pub async fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = std::env::temp_dir().join(format!("soko_process_{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_soko"));
         command
             .arg("serve")
+            .args(args)
             .env_clear()
             .env("SOKO_GRPC_ADDR", "127.0.0.1:0")
             .env("SOKO_OPS_ADDR", "127.0.0.1:0")
@@ -53,16 +61,16 @@ impl SokoProcess {
             }
         });
         let started = Instant::now();
-        let (grpc, ops) = loop {
+        let (grpc, ops, web) = loop {
             let serving = lines.lock().unwrap().iter().find(|l| l["message"] == "soko is serving").cloned();
             if let Some(line) = serving {
-                let addr = |key: &str| line[key].as_str().unwrap().parse::<SocketAddr>().unwrap();
-                break (addr("grpc"), addr("ops"));
+                let addr = |key: &str| line[key].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
+                break (addr("grpc").unwrap(), addr("ops").unwrap(), addr("web"));
             }
             assert!(started.elapsed() < Duration::from_secs(30), "soko did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        Self { child, dir, grpc, ops, lines }
+        Self { child, dir, grpc, ops, web, lines }
     }
 
     pub async fn channel(&self) -> tonic::transport::Channel {
