@@ -164,7 +164,7 @@ async fn load(addr: &str, calls: usize) -> anyhow::Result<Run> {
             let mut errors = 0;
             for _ in 0..per_task {
                 let call = Instant::now();
-                match client.get_product(pb::GetProductRequest { id: id.clone() }).await {
+                match client.get_product(pb::GetProductRequest { id: id.clone(), ..Default::default() }).await {
                     Ok(response) if response.get_ref().product.as_ref().is_some_and(|p| p.id == id) => {}
                     _ => errors += 1,
                 }

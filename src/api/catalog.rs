@@ -2,7 +2,11 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{context, timestamp};
+use super::{
+    context,
+    read_mask::{check_mask, masked},
+    timestamp,
+};
 use crate::{
     domain::{
         Error, FieldViolation,
@@ -143,8 +147,13 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<pb::GetProductRequest>,
     ) -> Result<Response<pb::GetProductResponse>, Status> {
-        let product = self.catalog.get_product(&context(&request), &request.into_inner().id).await?;
-        Ok(Response::new(pb::GetProductResponse { product: Some(product_to_proto(product)) }))
+        let ctx = context(&request);
+        let request = request.into_inner();
+        check_mask(request.read_mask.as_ref())?;
+        let product = self.catalog.get_product(&ctx, &request.id).await?;
+        Ok(Response::new(pb::GetProductResponse {
+            product: Some(masked(product_to_proto(product), request.read_mask.as_ref())),
+        }))
     }
 
     async fn batch_get_products(
@@ -152,9 +161,11 @@ impl CatalogService for CatalogApi {
         request: Request<pb::BatchGetProductsRequest>,
     ) -> Result<Response<pb::BatchGetProductsResponse>, Status> {
         let ctx = context(&request);
-        let (products, missing_ids) = self.catalog.batch_get_products(&ctx, &request.into_inner().ids).await?;
+        let request = request.into_inner();
+        check_mask(request.read_mask.as_ref())?;
+        let (products, missing_ids) = self.catalog.batch_get_products(&ctx, &request.ids).await?;
         Ok(Response::new(pb::BatchGetProductsResponse {
-            products: products.into_iter().map(product_to_proto).collect(),
+            products: products.into_iter().map(|p| masked(product_to_proto(p), request.read_mask.as_ref())).collect(),
             missing_ids,
         }))
     }
@@ -165,6 +176,8 @@ impl CatalogService for CatalogApi {
     ) -> Result<Response<pb::ListProductsResponse>, Status> {
         let ctx = context(&request);
         let request = request.into_inner();
+        check_mask(request.read_mask.as_ref())?;
+        let read_mask = request.read_mask;
         let filter = request.filter.unwrap_or_default();
         let sort = match pb::ProductSort::try_from(request.sort) {
             Ok(pb::ProductSort::Unspecified | pb::ProductSort::Newest) => ProductSort::Newest,
@@ -187,7 +200,7 @@ impl CatalogService for CatalogApi {
             )
             .await?;
         Ok(Response::new(pb::ListProductsResponse {
-            products: page.products.into_iter().map(product_to_proto).collect(),
+            products: page.products.into_iter().map(|p| masked(product_to_proto(p), read_mask.as_ref())).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
         }))
     }

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod catalog;
 pub mod health;
+pub mod read_mask;
 pub mod search;
 pub mod status;
 

@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::catalog::{filter_input, product_to_proto};
+use super::{
+    catalog::{filter_input, product_to_proto},
+    read_mask::{check_mask, masked},
+};
 use crate::{
     domain::Error,
     embed::Embedder,
@@ -20,66 +23,6 @@ pub struct SearchApi {
 impl SearchApi {
     pub fn new(engine: Arc<SearchEngine>, embedder: Arc<dyn Embedder>) -> Self {
         Self { engine, embedder }
-    }
-}
-
-/// Keeps the fields a `read_mask` names (all but the bulky embedding when there is none).
-fn masked(
-    mut product: crate::proto::catalog::Product,
-    mask: Option<&prost_types::FieldMask>,
-) -> crate::proto::catalog::Product {
-    let keep = |field: &str| mask.map_or(field != "embedding", |m| m.paths.iter().any(|p| p == field));
-    if !keep("name") {
-        product.name.clear();
-    }
-    if !keep("description") {
-        product.description.clear();
-    }
-    if !keep("price") {
-        product.price = None;
-    }
-    if !keep("category_id") {
-        product.category_id.clear();
-    }
-    if !keep("seller_id") {
-        product.seller_id.clear();
-    }
-    if !keep("image_urls") {
-        product.image_urls.clear();
-    }
-    if !keep("embedding") {
-        product.embedding.clear();
-    }
-    if !keep("status") {
-        product.status = 0;
-    }
-    if !keep("create_time") {
-        product.create_time = None;
-    }
-    if !keep("update_time") {
-        product.update_time = None;
-    }
-    product
-}
-
-const MASKABLE: &[&str] = &[
-    "id",
-    "name",
-    "description",
-    "price",
-    "category_id",
-    "seller_id",
-    "image_urls",
-    "embedding",
-    "status",
-    "create_time",
-    "update_time",
-];
-
-fn check_mask(mask: Option<&prost_types::FieldMask>) -> Result<(), Status> {
-    match mask.and_then(|m| m.paths.iter().find(|p| !MASKABLE.contains(&p.as_str()))) {
-        Some(bad) => Err(Error::invalid("read_mask", format!("unknown field `{bad}`")).into()),
-        None => Ok(()),
     }
 }
 

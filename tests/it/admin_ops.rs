@@ -133,7 +133,7 @@ async fn read_only_mode_reaches_every_replica_refuses_only_writes_and_survives_a
             "CreateApiKey",
         );
         // Reads go on.
-        let got = catalog.get_product(pb::GetProductRequest { id: existing.id.clone() }).await;
+        let got = catalog.get_product(pb::GetProductRequest { id: existing.id.clone(), ..Default::default() }).await;
         assert_eq!(got.expect("GetProduct in read-only mode").into_inner().product.unwrap().name, "Kept readable");
         catalog.list_products(pb::ListProductsRequest::default()).await.expect("ListProducts in read-only mode");
         SearchServiceClient::new(app.channel.clone())

@@ -161,7 +161,7 @@ fn rename(id: &str, name: &str) -> pb::UpdateProductRequest {
 
 async fn get_product(app: &TestApp, id: &str) -> Result<pb::Product, Status> {
     app.catalog_as(None)
-        .get_product(pb::GetProductRequest { id: id.into() })
+        .get_product(pb::GetProductRequest { id: id.into(), read_mask: common::every_field() })
         .await
         .map(|r| r.into_inner().product.expect("product"))
 }
@@ -506,7 +506,7 @@ async fn invalid_credentials_are_refused_even_on_public_methods(backend: Backend
         assert_code(err, Code::Unauthenticated, token);
         let err = app
             .catalog_as(Some(token))
-            .get_product(pb::GetProductRequest { id: uuid::Uuid::now_v7().to_string() })
+            .get_product(pb::GetProductRequest { id: uuid::Uuid::now_v7().to_string(), ..Default::default() })
             .await;
         assert_code(err, Code::Unauthenticated, token);
     }
@@ -1134,7 +1134,10 @@ async fn emails_and_secrets_appear_only_where_the_contract_allows(backend: Backe
         format!("{:?}", public.list_products(pb::ListProductsRequest::default()).await.unwrap()),
         format!(
             "{:?}",
-            public.batch_get_products(pb::BatchGetProductsRequest { ids: vec![item.id.clone()] }).await.unwrap()
+            public
+                .batch_get_products(pb::BatchGetProductsRequest { ids: vec![item.id.clone()], ..Default::default() })
+                .await
+                .unwrap()
         ),
         format!(
             "{:?}",

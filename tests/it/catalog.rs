@@ -4,13 +4,14 @@ use crate::common;
 
 use std::collections::HashSet;
 
-use common::{Backend, product, spawn_app, violated_fields};
+use common::{Backend, every_field, product, spawn_app, violated_fields};
 use prost_types::FieldMask;
 use soko::proto::catalog as pb;
 use tonic::Code;
 
 backend_tests!(
     create_then_get_returns_every_field,
+    reads_leave_the_embedding_out_unless_the_read_mask_names_it,
     categories_are_data_and_can_grow,
     batch_get_keeps_request_order_and_reports_missing,
     list_filters_by_category_seller_price_currency_and_status,
@@ -40,16 +41,28 @@ async fn create_then_get_returns_every_field(backend: Backend) {
 
     assert!(created.id.parse::<uuid::Uuid>().is_ok());
     assert!(created.create_time.is_some() && created.create_time == created.update_time);
+    // Every field, the embedding included, when the read mask names them all.
     let fetched = app
         .catalog
         .clone()
-        .get_product(pb::GetProductRequest { id: created.id.clone() })
+        .get_product(pb::GetProductRequest { id: created.id.clone(), read_mask: every_field() })
         .await
         .unwrap()
         .into_inner()
         .product
         .unwrap();
     assert_eq!(fetched, created);
+    // By default everything but the embedding, which browsing clients do not need (issue 20).
+    let lean = app
+        .catalog
+        .clone()
+        .get_product(pb::GetProductRequest { id: created.id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .product
+        .unwrap();
+    assert_eq!(lean, pb::Product { embedding: vec![], ..created.clone() });
     assert_eq!(fetched.name, input.name);
     assert_eq!(fetched.description, input.description);
     assert_eq!(fetched.price, input.price);
@@ -107,6 +120,7 @@ async fn batch_get_keeps_request_order_and_reports_missing(backend: Backend) {
         .clone()
         .batch_get_products(pb::BatchGetProductsRequest {
             ids: vec![b.id.clone(), unknown.clone(), a.id.clone(), gone.id.clone(), b.id.clone()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -115,15 +129,28 @@ async fn batch_get_keeps_request_order_and_reports_missing(backend: Backend) {
     assert_eq!(got, [b.id.clone(), a.id.clone()]);
     assert_eq!(response.missing_ids, [unknown, gone.id]);
 
-    let err = app.catalog.clone().batch_get_products(pb::BatchGetProductsRequest { ids: vec![] }).await.unwrap_err();
+    let err = app
+        .catalog
+        .clone()
+        .batch_get_products(pb::BatchGetProductsRequest { ids: vec![], ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let too_many = vec![a.id.clone(); 101];
-    let err = app.catalog.clone().batch_get_products(pb::BatchGetProductsRequest { ids: too_many }).await.unwrap_err();
+    let err = app
+        .catalog
+        .clone()
+        .batch_get_products(pb::BatchGetProductsRequest { ids: too_many, ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(violated_fields(&err), ["ids"]);
     let err = app
         .catalog
         .clone()
-        .batch_get_products(pb::BatchGetProductsRequest { ids: vec![a.id.clone(), "nope".into()] })
+        .batch_get_products(pb::BatchGetProductsRequest {
+            ids: vec![a.id.clone(), "nope".into()],
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(violated_fields(&err), ["ids[1]"]);
@@ -140,6 +167,7 @@ async fn list_all(app: &common::TestApp, filter: pb::ProductFilter, sort: pb::Pr
                 sort: sort.into(),
                 page_size: 2,
                 page_token: token,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -380,7 +408,12 @@ async fn update_changes_only_the_masked_fields(backend: Backend) {
     assert_eq!(cleared.category_id, "accessories");
     assert_eq!(cleared.name, "Carved chair");
 
-    let fetched = client.get_product(pb::GetProductRequest { id: original.id }).await.unwrap().into_inner().product;
+    let fetched = client
+        .get_product(pb::GetProductRequest { id: original.id, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .product;
     assert_eq!(fetched.unwrap(), cleared);
 }
 
@@ -416,7 +449,12 @@ async fn update_rejects_bad_masks_and_values(backend: Backend) {
         .unwrap_err();
     assert_eq!(violated_fields(&err), ["product"]);
 
-    let unchanged = client.get_product(pb::GetProductRequest { id: p.id.clone() }).await.unwrap().into_inner().product;
+    let unchanged = client
+        .get_product(pb::GetProductRequest { id: p.id.clone(), read_mask: every_field() })
+        .await
+        .unwrap()
+        .into_inner()
+        .product;
     assert_eq!(unchanged.unwrap(), p, "failed updates change nothing");
 }
 
@@ -428,7 +466,8 @@ async fn delete_is_soft_and_hides_the_product(backend: Backend) {
     let mut client = app.catalog.clone();
     client.delete_product(pb::DeleteProductRequest { id: doomed.id.clone() }).await.unwrap();
 
-    let err = client.get_product(pb::GetProductRequest { id: doomed.id.clone() }).await.unwrap_err();
+    let err =
+        client.get_product(pb::GetProductRequest { id: doomed.id.clone(), ..Default::default() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let listed = list_all(&app, pb::ProductFilter::default(), pb::ProductSort::Newest).await;
     assert_eq!(names(&listed), ["Keeper"]);
@@ -441,7 +480,7 @@ async fn delete_is_soft_and_hides_the_product(backend: Backend) {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(app.db.count_products().await.unwrap(), 1, "the row is kept but not counted as live");
-    assert!(client.get_product(pb::GetProductRequest { id: keep.id }).await.is_ok());
+    assert!(client.get_product(pb::GetProductRequest { id: keep.id, ..Default::default() }).await.is_ok());
 }
 
 async fn every_write_commits_an_outbox_event(backend: Backend) {
@@ -532,14 +571,14 @@ async fn unknown_ids_are_not_found(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut client = app.catalog.clone();
     let id = uuid::Uuid::now_v7().to_string();
-    let err = client.get_product(pb::GetProductRequest { id: id.clone() }).await.unwrap_err();
+    let err = client.get_product(pb::GetProductRequest { id: id.clone(), ..Default::default() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().contains(&id));
     let err = client.delete_product(pb::DeleteProductRequest { id: id.clone() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = client.get_seller(pb::GetSellerRequest { id }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = client.get_product(pb::GetProductRequest { id: "42".into() }).await.unwrap_err();
+    let err = client.get_product(pb::GetProductRequest { id: "42".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!((err.code(), violated_fields(&err)), (Code::InvalidArgument, vec!["id".to_string()]));
 }
 
@@ -623,8 +662,13 @@ async fn hostile_strings_are_stored_verbatim_and_touch_no_other_row(backend: Bac
             ..product(&hostile_seller.id, "x", "shoes", 100)
         };
         let created = app.create(input.clone()).await;
-        let fetched =
-            client.get_product(pb::GetProductRequest { id: created.id }).await.unwrap().into_inner().product.unwrap();
+        let fetched = client
+            .get_product(pb::GetProductRequest { id: created.id, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .product
+            .unwrap();
         assert_eq!((fetched.name.as_str(), fetched.description.as_str()), (payload, input.description.as_str()));
         assert_eq!(fetched.image_urls, input.image_urls);
 
@@ -637,10 +681,12 @@ async fn hostile_strings_are_stored_verbatim_and_touch_no_other_row(backend: Bac
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
-        let err = client.get_product(pb::GetProductRequest { id: payload.into() }).await.unwrap_err();
+        let err =
+            client.get_product(pb::GetProductRequest { id: payload.into(), ..Default::default() }).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
     }
-    let still = client.get_product(pb::GetProductRequest { id: bystander.id.clone() }).await.unwrap();
+    let still =
+        client.get_product(pb::GetProductRequest { id: bystander.id.clone(), read_mask: every_field() }).await.unwrap();
     assert_eq!(still.into_inner().product.unwrap(), bystander);
     assert_eq!(app.db.count_products().await.unwrap(), 1 + payloads.len() as i64);
     let categories = client.list_categories(pb::ListCategoriesRequest {}).await.unwrap().into_inner().categories;
@@ -671,7 +717,12 @@ async fn internal_errors_reveal_nothing_in_production(backend: Backend) {
     let database = app.database.as_ref().unwrap();
     database.execute(&format!("UPDATE products SET status = 'stolen-secret' WHERE id = '{}'", p.id)).await;
 
-    let err = app.catalog.clone().get_product(pb::GetProductRequest { id: p.id.clone() }).await.unwrap_err();
+    let err = app
+        .catalog
+        .clone()
+        .get_product(pb::GetProductRequest { id: p.id.clone(), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Internal);
     assert_eq!(err.message(), "internal error");
     let details = String::from_utf8_lossy(err.details()).to_lowercase();
@@ -680,5 +731,61 @@ async fn internal_errors_reveal_nothing_in_production(backend: Backend) {
     }
     // Other rows still serve.
     let other = app.create(product(&s.id, "Healthy", "shoes", 100)).await;
-    assert!(app.catalog.clone().get_product(pb::GetProductRequest { id: other.id }).await.is_ok());
+    assert!(
+        app.catalog.clone().get_product(pb::GetProductRequest { id: other.id, ..Default::default() }).await.is_ok()
+    );
+}
+
+/// Lean reads (issue 20): GetProduct, BatchGetProducts and ListProducts leave the embedding out by
+/// default, return exactly the fields a `read_mask` names, and refuse unknown paths.
+async fn reads_leave_the_embedding_out_unless_the_read_mask_names_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let seller = app.seller("Lean Seller").await;
+    let created = app.create(product(&seller.id, "Lean sandals", "shoes", 900)).await;
+    assert_eq!(created.embedding.len(), 8, "writes answer the whole product");
+    let mut client = app.catalog.clone();
+    let mask = |paths: &[&str]| Some(FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() });
+
+    let listed = client
+        .list_products(pb::ListProductsRequest { page_size: 10, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .products;
+    assert_eq!(listed, [pb::Product { embedding: vec![], ..created.clone() }]);
+    let batch = client
+        .batch_get_products(pb::BatchGetProductsRequest { ids: vec![created.id.clone()], ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .products;
+    assert_eq!(batch, listed);
+
+    let names = client
+        .list_products(pb::ListProductsRequest { read_mask: mask(&["name", "price"]), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .products;
+    let expected = pb::Product {
+        id: created.id.clone(),
+        name: created.name.clone(),
+        price: created.price.clone(),
+        ..Default::default()
+    };
+    assert_eq!(names, [expected]);
+    let with_vector = client
+        .get_product(pb::GetProductRequest { id: created.id.clone(), read_mask: mask(&["embedding"]) })
+        .await
+        .unwrap()
+        .into_inner()
+        .product
+        .unwrap();
+    assert_eq!((with_vector.embedding, with_vector.name), (created.embedding.clone(), String::new()));
+
+    let err = client
+        .batch_get_products(pb::BatchGetProductsRequest { ids: vec![created.id.clone()], read_mask: mask(&["sku"]) })
+        .await
+        .unwrap_err();
+    assert_eq!((err.code(), violated_fields(&err)), (Code::InvalidArgument, vec!["read_mask".to_owned()]));
 }

@@ -25,7 +25,10 @@ async fn database_outage_answers_unavailable_fast_and_recovers(backend: Backend)
     proxy.down().await;
     for round in 0..3 {
         let started = Instant::now();
-        let get = client.get_product(pb::GetProductRequest { id: existing.id.clone() }).await.unwrap_err();
+        let get = client
+            .get_product(pb::GetProductRequest { id: existing.id.clone(), ..Default::default() })
+            .await
+            .unwrap_err();
         let list = client.list_products(pb::ListProductsRequest::default()).await.unwrap_err();
         let create = client
             .create_product(pb::CreateProductRequest { product: Some(product(&seller.id, "Lost?", "shoes", 100)) })
@@ -49,7 +52,10 @@ async fn database_outage_answers_unavailable_fast_and_recovers(backend: Backend)
     proxy.up();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match client.get_product(pb::GetProductRequest { id: existing.id.clone() }).await {
+        match client
+            .get_product(pb::GetProductRequest { id: existing.id.clone(), read_mask: common::every_field() })
+            .await
+        {
             Ok(found) => {
                 assert_eq!(found.into_inner().product.unwrap(), existing);
                 break;

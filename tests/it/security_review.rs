@@ -108,14 +108,20 @@ async fn drafts_are_visible_only_to_their_seller_and_admins(backend: Backend) {
         [("anonymous", None), ("a buyer", Some(buyer.access_token.as_str())), ("another seller", Some(&rival))];
     for (who, token) in strangers {
         let mut client = app.catalog_as(token);
-        let err = client.get_product(pb::GetProductRequest { id: draft.id.clone() }).await;
+        let err = client.get_product(pb::GetProductRequest { id: draft.id.clone(), ..Default::default() }).await;
         let err = code(err, Code::NotFound, &format!("{who} GetProduct of a draft"));
         assert!(!err.message().contains("Owner draft"), "{err:?}");
         for public in [&active, &archived] {
-            client.get_product(pb::GetProductRequest { id: public.id.clone() }).await.expect("public statuses read");
+            client
+                .get_product(pb::GetProductRequest { id: public.id.clone(), ..Default::default() })
+                .await
+                .expect("public statuses read");
         }
         let batch = client
-            .batch_get_products(pb::BatchGetProductsRequest { ids: vec![draft.id.clone(), active.id.clone()] })
+            .batch_get_products(pb::BatchGetProductsRequest {
+                ids: vec![draft.id.clone(), active.id.clone()],
+                ..Default::default()
+            })
             .await
             .expect("batch")
             .into_inner();
@@ -131,7 +137,10 @@ async fn drafts_are_visible_only_to_their_seller_and_admins(backend: Backend) {
 
     // The owner sees their own drafts, and only theirs.
     let mut mine = app.catalog_as(Some(&owner));
-    let got = mine.get_product(pb::GetProductRequest { id: draft.id.clone() }).await.expect("own draft");
+    let got = mine
+        .get_product(pb::GetProductRequest { id: draft.id.clone(), ..Default::default() })
+        .await
+        .expect("own draft");
     assert_eq!(got.into_inner().product.unwrap().name, "Owner draft");
     assert_eq!(listed(&app, Some(&owner), Draft, "").await, ["Owner draft"]);
     assert_eq!(listed(&app, Some(&owner), Unspecified, &rival_shop).await, ["Rival active"]);
@@ -140,7 +149,7 @@ async fn drafts_are_visible_only_to_their_seller_and_admins(backend: Backend) {
     let batch = app
         .catalog
         .clone()
-        .batch_get_products(pb::BatchGetProductsRequest { ids: vec![draft.id.clone()] })
+        .batch_get_products(pb::BatchGetProductsRequest { ids: vec![draft.id.clone()], ..Default::default() })
         .await
         .expect("admin batch")
         .into_inner();

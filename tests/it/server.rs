@@ -169,7 +169,8 @@ async fn grpc_web_over_http1_succeeds_and_reports_errors_in_trailers() {
     assert!(trailers.contains(&("grpc-status".into(), "0".into())), "{trailers:?}");
 
     // An error travels as a grpc-web status with its rich details.
-    let body = http::grpc_frame(&pb::GetProductRequest { id: "not-an-id".into() }.encode_to_vec());
+    let body =
+        http::grpc_frame(&pb::GetProductRequest { id: "not-an-id".into(), ..Default::default() }.encode_to_vec());
     let response =
         http::request(app.grpc_addr, "POST", "/soko.catalog.v1.CatalogService/GetProduct", &headers, &body).await;
     assert_eq!(response.status, 200);
@@ -279,7 +280,7 @@ async fn request_ids_are_echoed_or_generated() {
     assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
 
     // Errors carry the id too, so a user can quote it to support.
-    let mut request = tonic::Request::new(pb::GetProductRequest { id: "bad".into() });
+    let mut request = tonic::Request::new(pb::GetProductRequest { id: "bad".into(), ..Default::default() });
     request.metadata_mut().insert("x-request-id", "err-req-1".parse().unwrap());
     let err = client.get_product(request).await.unwrap_err();
     assert_eq!(err.metadata().get("x-request-id").unwrap(), "err-req-1");
@@ -307,7 +308,8 @@ async fn each_calls_log_line_names_caller_peer_and_error_once() {
         common::Bearer::new(Some(&token)),
     );
     catalog.list_categories(pb::ListCategoriesRequest {}).await.unwrap();
-    let bad = catalog.get_product(pb::GetProductRequest { id: "not-an-id".into() }).await.unwrap_err();
+    let bad =
+        catalog.get_product(pb::GetProductRequest { id: "not-an-id".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     soko.stop();
@@ -346,7 +348,8 @@ async fn the_alert_rules_read_metrics_the_server_exports() {
     let app = spawn_app(Backend::Sqlite).await;
     let mut catalog = app.catalog_as(None);
     catalog.list_categories(pb::ListCategoriesRequest::default()).await.expect("a call that succeeds");
-    let missing = catalog.get_product(pb::GetProductRequest { id: uuid::Uuid::nil().to_string() }).await;
+    let missing =
+        catalog.get_product(pb::GetProductRequest { id: uuid::Uuid::nil().to_string(), ..Default::default() }).await;
     assert_eq!(missing.unwrap_err().code(), Code::NotFound);
     // Metrics of the search follower appear after its first catch-up.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -281,7 +281,12 @@ async fn after_kill_9_during_writes_the_search_index_holds_exactly_the_live_prod
     loop {
         let page = catalog
             .clone()
-            .list_products(pb::ListProductsRequest { page_size: 100, page_token: token, ..Default::default() })
+            .list_products(pb::ListProductsRequest {
+                page_size: 100,
+                page_token: token,
+                read_mask: Some(prost_types::FieldMask { paths: vec!["embedding".into()] }),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();

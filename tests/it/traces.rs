@@ -140,7 +140,8 @@ async fn each_call_is_a_span_in_the_callers_trace_with_its_database_and_embedder
     let channel = soko.channel().await;
 
     // A call that continues the caller's trace and reads the database.
-    let mut request = Request::new(pb::GetProductRequest { id: uuid::Uuid::now_v7().to_string() });
+    let mut request =
+        Request::new(pb::GetProductRequest { id: uuid::Uuid::now_v7().to_string(), ..Default::default() });
     request.metadata_mut().insert("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN}-01").parse().unwrap());
     let missing = CatalogServiceClient::new(channel.clone()).get_product(request).await.unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
@@ -228,7 +229,10 @@ async fn a_stalled_collector_costs_calls_nothing_and_the_spans_it_loses_are_coun
     let mut slowest = Duration::ZERO;
     for _ in 0..100 {
         let started = Instant::now();
-        let err = client.get_product(pb::GetProductRequest { id: uuid::Uuid::now_v7().to_string() }).await.unwrap_err();
+        let err = client
+            .get_product(pb::GetProductRequest { id: uuid::Uuid::now_v7().to_string(), ..Default::default() })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
         slowest = slowest.max(started.elapsed());
     }

@@ -430,6 +430,15 @@ impl Drop for TestApp {
     }
 }
 
+/// A read mask naming every Product field, the embedding included: reads that must compare whole
+/// products ask for it, since reads leave the embedding out by default.
+pub fn every_field() -> Option<prost_types::FieldMask> {
+    let paths = ["name", "description", "price", "category_id", "seller_id", "image_urls", "embedding", "status"];
+    Some(prost_types::FieldMask {
+        paths: paths.into_iter().chain(["create_time", "update_time"]).map(String::from).collect(),
+    })
+}
+
 /// A valid product of `seller` to start tests from.
 pub fn product(seller_id: &str, name: &str, category: &str, price: i64) -> pb::Product {
     pb::Product {

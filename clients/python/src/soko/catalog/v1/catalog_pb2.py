@@ -26,17 +26,17 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsoko/catalog/v1/catalog.proto\x12\x0fsoko.catalog.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"4\n\x05Money\x12\x14\n\x0c\x61mount_minor\x18\x01 \x01(\x03\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\",\n\x08\x43\x61tegory\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\"[\n\x06Seller\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc0\x02\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12%\n\x05price\x18\x04 \x01(\x0b\x32\x16.soko.catalog.v1.Money\x12\x13\n\x0b\x63\x61tegory_id\x18\x05 \x01(\t\x12\x11\n\tseller_id\x18\x06 \x01(\t\x12\x12\n\nimage_urls\x18\x07 \x03(\t\x12\x11\n\tembedding\x18\x08 \x03(\x02\x12.\n\x06status\x18\t \x01(\x0e\x32\x1e.soko.catalog.v1.ProductStatus\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x17\n\x15ListCategoriesRequest\"G\n\x16ListCategoriesResponse\x12-\n\ncategories\x18\x01 \x03(\x0b\x32\x19.soko.catalog.v1.Category\"D\n\x15\x43reateCategoryRequest\x12+\n\x08\x63\x61tegory\x18\x01 \x01(\x0b\x32\x19.soko.catalog.v1.Category\"E\n\x16\x43reateCategoryResponse\x12+\n\x08\x63\x61tegory\x18\x01 \x01(\x0b\x32\x19.soko.catalog.v1.Category\"+\n\x13\x43reateSellerRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\"?\n\x14\x43reateSellerResponse\x12\'\n\x06seller\x18\x01 \x01(\x0b\x32\x17.soko.catalog.v1.Seller\"\x1e\n\x10GetSellerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"<\n\x11GetSellerResponse\x12\'\n\x06seller\x18\x01 \x01(\x0b\x32\x17.soko.catalog.v1.Seller\"\x1f\n\x11GetProductRequest\x12\n\n\x02id\x18\x01 \x01(\t\"?\n\x12GetProductResponse\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.soko.catalog.v1.Product\"&\n\x17\x42\x61tchGetProductsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"[\n\x18\x42\x61tchGetProductsResponse\x12*\n\x08products\x18\x01 \x03(\x0b\x32\x18.soko.catalog.v1.Product\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\t\"\xb0\x01\n\rProductFilter\x12\x13\n\x0b\x63\x61tegory_id\x18\x01 \x01(\t\x12\x11\n\tseller_id\x18\x02 \x01(\t\x12\x17\n\x0fmin_price_minor\x18\x03 \x01(\x03\x12\x17\n\x0fmax_price_minor\x18\x04 \x01(\x03\x12\x15\n\rcurrency_code\x18\x05 \x01(\t\x12.\n\x06status\x18\x06 \x01(\x0e\x32\x1e.soko.catalog.v1.ProductStatus\"\x98\x01\n\x13ListProductsRequest\x12.\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1e.soko.catalog.v1.ProductFilter\x12*\n\x04sort\x18\x02 \x01(\x0e\x32\x1c.soko.catalog.v1.ProductSort\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"[\n\x14ListProductsResponse\x12*\n\x08products\x18\x01 \x03(\x0b\x32\x18.soko.catalog.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x14\x43reateProductRequest\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.soko.catalog.v1.Product\"B\n\x15\x43reateProductResponse\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.soko.catalog.v1.Product\"r\n\x14UpdateProductRequest\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.soko.catalog.v1.Product\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"B\n\x15UpdateProductResponse\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.soko.catalog.v1.Product\"\"\n\x14\x44\x65leteProductRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteProductResponse*\x81\x01\n\rProductStatus\x12\x1e\n\x1aPRODUCT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14PRODUCT_STATUS_DRAFT\x10\x01\x12\x19\n\x15PRODUCT_STATUS_ACTIVE\x10\x02\x12\x1b\n\x17PRODUCT_STATUS_ARCHIVED\x10\x03*}\n\x0bProductSort\x12\x1c\n\x18PRODUCT_SORT_UNSPECIFIED\x10\x00\x12\x17\n\x13PRODUCT_SORT_NEWEST\x10\x01\x12\x1a\n\x16PRODUCT_SORT_PRICE_ASC\x10\x02\x12\x1b\n\x17PRODUCT_SORT_PRICE_DESC\x10\x03\x32\xc4\x07\n\x0e\x43\x61talogService\x12\x61\n\x0eListCategories\x12&.soko.catalog.v1.ListCategoriesRequest\x1a\'.soko.catalog.v1.ListCategoriesResponse\x12\x61\n\x0e\x43reateCategory\x12&.soko.catalog.v1.CreateCategoryRequest\x1a\'.soko.catalog.v1.CreateCategoryResponse\x12[\n\x0c\x43reateSeller\x12$.soko.catalog.v1.CreateSellerRequest\x1a%.soko.catalog.v1.CreateSellerResponse\x12R\n\tGetSeller\x12!.soko.catalog.v1.GetSellerRequest\x1a\".soko.catalog.v1.GetSellerResponse\x12U\n\nGetProduct\x12\".soko.catalog.v1.GetProductRequest\x1a#.soko.catalog.v1.GetProductResponse\x12g\n\x10\x42\x61tchGetProducts\x12(.soko.catalog.v1.BatchGetProductsRequest\x1a).soko.catalog.v1.BatchGetProductsResponse\x12[\n\x0cListProducts\x12$.soko.catalog.v1.ListProductsRequest\x1a%.soko.catalog.v1.ListProductsResponse\x12^\n\rCreateProduct\x12%.soko.catalog.v1.CreateProductRequest\x1a&.soko.catalog.v1.CreateProductResponse\x12^\n\rUpdateProduct\x12%.soko.catalog.v1.UpdateProductRequest\x1a&.soko.catalog.v1.UpdateProductResponse\x12^\n\rDeleteProduct\x12%.soko.catalog.v1.DeleteProductRequest\x1a&.soko.catalog.v1.DeleteProductResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsoko/catalog/v1/catalog.proto\x12\x0fsoko.catalog.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"4\n\x05Money\x12\x14\n\x0c\x61mount_minor\x18\x01 \x01(\x03\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\",\n\x08\x43\x61tegory\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\"[\n\x06Seller\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc0\x02\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12%\n\x05price\x18\x04 \x01(\x0b\x32\x16.soko.catalog.v1.Money\x12\x13\n\x0b\x63\x61tegory_id\x18\x05 \x01(\t\x12\x11\n\tseller_id\x18\x06 \x01(\t\x12\x12\n\nimage_urls\x18\x07 \x03(\t\x12\x11\n\tembedding\x18\x08 \x03(\x02\x12.\n\x06status\x18\t \x01(\x0e\x32\x1e.soko.catalog.v1.ProductStatus\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x17\n\x15ListCategoriesRequest\"G\n\x16ListCategoriesResponse\x12-\n\ncategories\x18\x01 \x03(\x0b\x32\x19.soko.catalog.v1.Category\"D\n\x15\x43reateCategoryRequest\x12+\n\x08\x63\x61tegory\x18\x01 \x01(\x0b\x32\x19.soko.catalog.v1.Category\"E\n\x16\x43reateCategoryResponse\x12+\n\x08\x63\x61tegory\x18\x01 \x01(\x0b\x32\x19.soko.catalog.v1.Category\"+\n\x13\x43reateSellerRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\"?\n\x14\x43reateSellerResponse\x12\'\n\x06seller\x18\x01 \x01(\x0b\x32\x17.soko.catalog.v1.Seller\"\x1e\n\x10GetSellerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"<\n\x11GetSellerResponse\x12\'\n\x06seller\x18\x01 \x01(\x0b\x32\x17.soko.catalog.v1.Seller\"N\n\x11GetProductRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"?\n\x12GetProductResponse\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.soko.catalog.v1.Product\"U\n\x17\x42\x61tchGetProductsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"[\n\x18\x42\x61tchGetProductsResponse\x12*\n\x08products\x18\x01 \x03(\x0b\x32\x18.soko.catalog.v1.Product\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\t\"\xb0\x01\n\rProductFilter\x12\x13\n\x0b\x63\x61tegory_id\x18\x01 \x01(\t\x12\x11\n\tseller_id\x18\x02 \x01(\t\x12\x17\n\x0fmin_price_minor\x18\x03 \x01(\x03\x12\x17\n\x0fmax_price_minor\x18\x04 \x01(\x03\x12\x15\n\rcurrency_code\x18\x05 \x01(\t\x12.\n\x06status\x18\x06 \x01(\x0e\x32\x1e.soko.catalog.v1.ProductStatus\"\xc7\x01\n\x13ListProductsRequest\x12.\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1e.soko.catalog.v1.ProductFilter\x12*\n\x04sort\x18\x02 \x01(\x0e\x32\x1c.soko.catalog.v1.ProductSort\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12-\n\tread_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"[\n\x14ListProductsResponse\x12*\n\x08products\x18\x01 \x03(\x0b\x32\x18.soko.catalog.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x14\x43reateProductRequest\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.soko.catalog.v1.Product\"B\n\x15\x43reateProductResponse\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.soko.catalog.v1.Product\"r\n\x14UpdateProductRequest\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.soko.catalog.v1.Product\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"B\n\x15UpdateProductResponse\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.soko.catalog.v1.Product\"\"\n\x14\x44\x65leteProductRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteProductResponse*\x81\x01\n\rProductStatus\x12\x1e\n\x1aPRODUCT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14PRODUCT_STATUS_DRAFT\x10\x01\x12\x19\n\x15PRODUCT_STATUS_ACTIVE\x10\x02\x12\x1b\n\x17PRODUCT_STATUS_ARCHIVED\x10\x03*}\n\x0bProductSort\x12\x1c\n\x18PRODUCT_SORT_UNSPECIFIED\x10\x00\x12\x17\n\x13PRODUCT_SORT_NEWEST\x10\x01\x12\x1a\n\x16PRODUCT_SORT_PRICE_ASC\x10\x02\x12\x1b\n\x17PRODUCT_SORT_PRICE_DESC\x10\x03\x32\xc4\x07\n\x0e\x43\x61talogService\x12\x61\n\x0eListCategories\x12&.soko.catalog.v1.ListCategoriesRequest\x1a\'.soko.catalog.v1.ListCategoriesResponse\x12\x61\n\x0e\x43reateCategory\x12&.soko.catalog.v1.CreateCategoryRequest\x1a\'.soko.catalog.v1.CreateCategoryResponse\x12[\n\x0c\x43reateSeller\x12$.soko.catalog.v1.CreateSellerRequest\x1a%.soko.catalog.v1.CreateSellerResponse\x12R\n\tGetSeller\x12!.soko.catalog.v1.GetSellerRequest\x1a\".soko.catalog.v1.GetSellerResponse\x12U\n\nGetProduct\x12\".soko.catalog.v1.GetProductRequest\x1a#.soko.catalog.v1.GetProductResponse\x12g\n\x10\x42\x61tchGetProducts\x12(.soko.catalog.v1.BatchGetProductsRequest\x1a).soko.catalog.v1.BatchGetProductsResponse\x12[\n\x0cListProducts\x12$.soko.catalog.v1.ListProductsRequest\x1a%.soko.catalog.v1.ListProductsResponse\x12^\n\rCreateProduct\x12%.soko.catalog.v1.CreateProductRequest\x1a&.soko.catalog.v1.CreateProductResponse\x12^\n\rUpdateProduct\x12%.soko.catalog.v1.UpdateProductRequest\x1a&.soko.catalog.v1.UpdateProductResponse\x12^\n\rDeleteProduct\x12%.soko.catalog.v1.DeleteProductRequest\x1a&.soko.catalog.v1.DeleteProductResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'soko.catalog.v1.catalog_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRODUCTSTATUS']._serialized_start=2115
-  _globals['_PRODUCTSTATUS']._serialized_end=2244
-  _globals['_PRODUCTSORT']._serialized_start=2246
-  _globals['_PRODUCTSORT']._serialized_end=2371
+  _globals['_PRODUCTSTATUS']._serialized_start=2256
+  _globals['_PRODUCTSTATUS']._serialized_end=2385
+  _globals['_PRODUCTSORT']._serialized_start=2387
+  _globals['_PRODUCTSORT']._serialized_end=2512
   _globals['_MONEY']._serialized_start=117
   _globals['_MONEY']._serialized_end=169
   _globals['_CATEGORY']._serialized_start=171
@@ -62,31 +62,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSELLERRESPONSE']._serialized_start=1014
   _globals['_GETSELLERRESPONSE']._serialized_end=1074
   _globals['_GETPRODUCTREQUEST']._serialized_start=1076
-  _globals['_GETPRODUCTREQUEST']._serialized_end=1107
-  _globals['_GETPRODUCTRESPONSE']._serialized_start=1109
-  _globals['_GETPRODUCTRESPONSE']._serialized_end=1172
-  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_start=1174
-  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_end=1212
-  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_start=1214
-  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_end=1305
-  _globals['_PRODUCTFILTER']._serialized_start=1308
-  _globals['_PRODUCTFILTER']._serialized_end=1484
-  _globals['_LISTPRODUCTSREQUEST']._serialized_start=1487
-  _globals['_LISTPRODUCTSREQUEST']._serialized_end=1639
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=1641
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=1732
-  _globals['_CREATEPRODUCTREQUEST']._serialized_start=1734
-  _globals['_CREATEPRODUCTREQUEST']._serialized_end=1799
-  _globals['_CREATEPRODUCTRESPONSE']._serialized_start=1801
-  _globals['_CREATEPRODUCTRESPONSE']._serialized_end=1867
-  _globals['_UPDATEPRODUCTREQUEST']._serialized_start=1869
-  _globals['_UPDATEPRODUCTREQUEST']._serialized_end=1983
-  _globals['_UPDATEPRODUCTRESPONSE']._serialized_start=1985
-  _globals['_UPDATEPRODUCTRESPONSE']._serialized_end=2051
-  _globals['_DELETEPRODUCTREQUEST']._serialized_start=2053
-  _globals['_DELETEPRODUCTREQUEST']._serialized_end=2087
-  _globals['_DELETEPRODUCTRESPONSE']._serialized_start=2089
-  _globals['_DELETEPRODUCTRESPONSE']._serialized_end=2112
-  _globals['_CATALOGSERVICE']._serialized_start=2374
-  _globals['_CATALOGSERVICE']._serialized_end=3338
+  _globals['_GETPRODUCTREQUEST']._serialized_end=1154
+  _globals['_GETPRODUCTRESPONSE']._serialized_start=1156
+  _globals['_GETPRODUCTRESPONSE']._serialized_end=1219
+  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_start=1221
+  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_end=1306
+  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_start=1308
+  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_end=1399
+  _globals['_PRODUCTFILTER']._serialized_start=1402
+  _globals['_PRODUCTFILTER']._serialized_end=1578
+  _globals['_LISTPRODUCTSREQUEST']._serialized_start=1581
+  _globals['_LISTPRODUCTSREQUEST']._serialized_end=1780
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=1782
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=1873
+  _globals['_CREATEPRODUCTREQUEST']._serialized_start=1875
+  _globals['_CREATEPRODUCTREQUEST']._serialized_end=1940
+  _globals['_CREATEPRODUCTRESPONSE']._serialized_start=1942
+  _globals['_CREATEPRODUCTRESPONSE']._serialized_end=2008
+  _globals['_UPDATEPRODUCTREQUEST']._serialized_start=2010
+  _globals['_UPDATEPRODUCTREQUEST']._serialized_end=2124
+  _globals['_UPDATEPRODUCTRESPONSE']._serialized_start=2126
+  _globals['_UPDATEPRODUCTRESPONSE']._serialized_end=2192
+  _globals['_DELETEPRODUCTREQUEST']._serialized_start=2194
+  _globals['_DELETEPRODUCTREQUEST']._serialized_end=2228
+  _globals['_DELETEPRODUCTRESPONSE']._serialized_start=2230
+  _globals['_DELETEPRODUCTRESPONSE']._serialized_end=2253
+  _globals['_CATALOGSERVICE']._serialized_start=2515
+  _globals['_CATALOGSERVICE']._serialized_end=3479
 # @@protoc_insertion_point(module_scope)

@@ -132,10 +132,12 @@ class GetSellerResponse(_message.Message):
     def __init__(self, seller: _Optional[_Union[Seller, _Mapping]] = ...) -> None: ...
 
 class GetProductRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "read_mask")
     ID_FIELD_NUMBER: _ClassVar[int]
+    READ_MASK_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    read_mask: _field_mask_pb2.FieldMask
+    def __init__(self, id: _Optional[str] = ..., read_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
 class GetProductResponse(_message.Message):
     __slots__ = ("product",)
@@ -144,10 +146,12 @@ class GetProductResponse(_message.Message):
     def __init__(self, product: _Optional[_Union[Product, _Mapping]] = ...) -> None: ...
 
 class BatchGetProductsRequest(_message.Message):
-    __slots__ = ("ids",)
+    __slots__ = ("ids", "read_mask")
     IDS_FIELD_NUMBER: _ClassVar[int]
+    READ_MASK_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    read_mask: _field_mask_pb2.FieldMask
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., read_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
 class BatchGetProductsResponse(_message.Message):
     __slots__ = ("products", "missing_ids")
@@ -174,16 +178,18 @@ class ProductFilter(_message.Message):
     def __init__(self, category_id: _Optional[str] = ..., seller_id: _Optional[str] = ..., min_price_minor: _Optional[int] = ..., max_price_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., status: _Optional[_Union[ProductStatus, str]] = ...) -> None: ...
 
 class ListProductsRequest(_message.Message):
-    __slots__ = ("filter", "sort", "page_size", "page_token")
+    __slots__ = ("filter", "sort", "page_size", "page_token", "read_mask")
     FILTER_FIELD_NUMBER: _ClassVar[int]
     SORT_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    READ_MASK_FIELD_NUMBER: _ClassVar[int]
     filter: ProductFilter
     sort: ProductSort
     page_size: int
     page_token: str
-    def __init__(self, filter: _Optional[_Union[ProductFilter, _Mapping]] = ..., sort: _Optional[_Union[ProductSort, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    read_mask: _field_mask_pb2.FieldMask
+    def __init__(self, filter: _Optional[_Union[ProductFilter, _Mapping]] = ..., sort: _Optional[_Union[ProductSort, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., read_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
 class ListProductsResponse(_message.Message):
     __slots__ = ("products", "next_page_token")
