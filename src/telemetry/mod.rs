@@ -26,7 +26,11 @@ pub fn init(config: &Config) {
     let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = match config.log_format {
         LogFormat::Json => fmt::layer().json().flatten_event(true).with_current_span(true).boxed(),
-        LogFormat::Pretty => fmt::layer().compact().boxed(),
+        // Colour codes only for a terminal: piped into a file or a log shipper they are bytes of
+        // noise on every line (issue 20).
+        LogFormat::Pretty => {
+            fmt::layer().compact().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())).boxed()
+        }
     };
     let traces = config.traces.as_ref().and_then(|export| match otlp::Exporting::start(export) {
         Ok(exporting) => {

@@ -497,3 +497,23 @@ async fn the_database_pools_state_is_in_the_metrics() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Readable logs carry no colour codes when stdout is not a terminal (issue 20): piped to a file or
+/// a shipper they would be noise on every line.
+#[test]
+fn pretty_logs_have_no_colour_codes_off_a_terminal() {
+    let dir = std::env::temp_dir().join(format!("soko_colour_{}", uuid::Uuid::new_v4().simple()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_soko"))
+        .arg("migrate")
+        .env_clear()
+        .env("SOKO_DATA_DIR", &dir)
+        .env("SOKO_EMBEDDING_DIM", "8")
+        .env("SOKO_LOG_FORMAT", "pretty")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("migrations applied"), "{stdout}");
+    assert!(!stdout.contains('\u{1b}'), "colour codes in {stdout:?}");
+}
