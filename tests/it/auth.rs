@@ -166,24 +166,6 @@ async fn get_product(app: &TestApp, id: &str) -> Result<pb::Product, Status> {
         .map(|r| r.into_inner().product.expect("product"))
 }
 
-async fn create_api_key(app: &TestApp, user_id: &str, name: &str) -> (admin_pb::ApiKey, String) {
-    let response = admin(app)
-        .create_api_key(admin_pb::CreateApiKeyRequest {
-            user_id: user_id.into(),
-            display_name: name.into(),
-            reason: "integration test".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("create api key")
-        .into_inner();
-    (response.api_key.expect("api key"), response.secret)
-}
-
-async fn admin_id(app: &TestApp) -> String {
-    me(app, &app.admin_token).await.expect("admin me").id
-}
-
 /// Every audit event with `action` (every event when empty), newest first, across all pages.
 async fn audit_events(app: &TestApp, action: &str) -> Vec<admin_pb::AuditEvent> {
     let mut events = Vec::new();
@@ -851,7 +833,7 @@ async fn api_keys_act_as_their_user_and_stop_when_revoked(backend: Backend) {
     let (seller_id, seller) = app.register("robot-owner@example.com", Role::Seller).await;
     let shop = create_seller_as(&app, &seller.access_token, "Robot Shop").await.unwrap();
 
-    let (key, secret) = create_api_key(&app, &seller_id, "inventory sync, shop 42").await;
+    let (key, secret) = app.create_api_key(&seller_id, "inventory sync, shop 42").await;
     assert!(secret.starts_with("soko_ak_") && secret.len() >= 32, "{secret}");
     assert_eq!(key.user_id, seller_id);
     assert_eq!(key.display_name, "inventory sync, shop 42");
@@ -1014,7 +996,7 @@ async fn set_role(app: &TestApp, user_id: &str, role: Role) -> Result<auth_pb::U
 async fn a_new_role_applies_within_a_second_and_admins_cannot_change_their_own(backend: Backend) {
     let app = app(backend).await;
     let (user_id, tokens) = app.register("upgrade@example.com", Role::Buyer).await;
-    let (_, secret) = create_api_key(&app, &user_id, "upgrade's key").await;
+    let (_, secret) = app.create_api_key(&user_id, "upgrade's key").await;
     assert_code(
         create_seller_as(&app, &tokens.access_token, "Too early").await,
         Code::PermissionDenied,
@@ -1056,7 +1038,7 @@ async fn a_new_role_applies_within_a_second_and_admins_cannot_change_their_own(b
         .expect("the key has the seller role now");
     assert_eq!(me(&app, &refreshed.access_token).await.unwrap().role(), Role::Seller);
 
-    let own = admin_id(&app).await;
+    let own = app.admin_id().await;
     assert_code(set_role(&app, &own, Role::Buyer).await, Code::FailedPrecondition, "admin demoting themself");
     assert_code(set_role(&app, &user_id, Role::Unspecified).await, Code::InvalidArgument, "unspecified role");
     assert_code(set_role(&app, &uuid::Uuid::now_v7().to_string(), Role::Seller).await, Code::NotFound, "unknown user");
@@ -1123,7 +1105,7 @@ async fn emails_and_secrets_appear_only_where_the_contract_allows(backend: Backe
         .await
         .unwrap();
     let refreshed = refresh(&app, &logged_in.tokens.unwrap().refresh_token).await.unwrap();
-    let (_, key_secret) = create_api_key(&app, &user_id, "private key").await;
+    let (_, key_secret) = app.create_api_key(&user_id, "private key").await;
     try_login(&app, email, "a-wrong-guess").await.unwrap_err();
 
     // Everything anyone can read about the seller and their goods.

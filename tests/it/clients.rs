@@ -5,30 +5,19 @@
 
 use std::{path::Path, process::Command};
 
-use soko::proto::soko::{
-    admin::v1::{self as admin_pb, admin_service_client::AdminServiceClient},
-    auth::v1::{self as auth_pb, Role},
-};
+use soko::proto::soko::auth::v1::Role;
 
-use crate::common::{Backend, Bearer, TestApp, product, spawn_app};
+use crate::common::{Backend, TestApp, product, spawn_app, tool_ready};
 
 const PYTHON_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/python");
 
-/// Whether python3 can import the client's runtime (scripts/test installs it). With CI=true its
-/// absence fails the test instead of skipping it.
+/// Whether python3 can import the client's runtime (scripts/test installs it).
 fn python_ready() -> bool {
-    let ready = Command::new("python3")
+    let imports = Command::new("python3")
         .args(["-c", "import grpc, google.protobuf, google.rpc.status_pb2"])
         .status()
         .is_ok_and(|s| s.success());
-    if !ready {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: python3 with grpcio, protobuf and googleapis-common-protos is required (scripts/test installs them)"
-        );
-        eprintln!("SKIPPED: python3 cannot import grpc; run scripts/test, which installs the client's runtime");
-    }
-    ready
+    tool_ready(imports, "python3 with grpcio, protobuf and googleapis-common-protos (scripts/test installs them)")
 }
 
 fn python(args: &[&str], app: &TestApp, env: &[(&str, &str)]) -> std::process::Output {
@@ -42,21 +31,9 @@ fn python(args: &[&str], app: &TestApp, env: &[(&str, &str)]) -> std::process::O
         .expect("python3 runs")
 }
 
+/// A secret for an API key of the admin, who sees every product.
 async fn api_key_of_admin(app: &TestApp) -> String {
-    let mut request = tonic::Request::new(auth_pb::MeRequest {});
-    request.metadata_mut().insert("authorization", format!("Bearer {}", app.admin_token).parse().unwrap());
-    let admin_id = app.auth().me(request).await.unwrap().into_inner().user.unwrap().id;
-    AdminServiceClient::with_interceptor(app.channel.clone(), Bearer::new(Some(&app.admin_token)))
-        .create_api_key(admin_pb::CreateApiKeyRequest {
-            user_id: admin_id,
-            display_name: "catalog export".into(),
-            reason: "python client test".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .secret
+    app.create_api_key(&app.admin_id().await, "catalog export").await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,13 +88,8 @@ const TYPESCRIPT_LIVE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/type
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_typescript_client_calls_a_real_server_from_node() {
-    // scripts/test builds it (npm ci, tsc); with CI=true its absence is a failure.
-    if !Path::new(TYPESCRIPT_LIVE).exists() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: {TYPESCRIPT_LIVE} is missing (scripts/test builds clients/typescript)"
-        );
-        eprintln!("SKIPPED: clients/typescript is not built; run scripts/test");
+    if !tool_ready(Path::new(TYPESCRIPT_LIVE).exists(), "clients/typescript, built (scripts/test runs npm ci and tsc)")
+    {
         return;
     }
     let app = spawn_app(Backend::Sqlite).await;

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use soko::proto::soko::auth::v1 as auth_pb;
 
-use crate::common::{Backend, product, spawn_app};
+use crate::common::{Backend, product, spawn_app, tool_ready};
 
 /// The first ```sh block under `## Debugging`.
 fn debugging_block() -> String {
@@ -23,15 +23,7 @@ fn buf() -> String {
 
 fn tools_ready() -> bool {
     let runs = |program: &str, arg: &str| Command::new(program).arg(arg).output().is_ok_and(|o| o.status.success());
-    let ready = runs("grpcurl", "-version") && runs(&buf(), "--version");
-    if !ready {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: grpcurl and buf are required (scripts/test installs them)"
-        );
-        eprintln!("SKIPPED: grpcurl or buf missing; scripts/test installs them");
-    }
-    ready
+    tool_ready(runs("grpcurl", "-version") && runs(&buf(), "--version"), "grpcurl and buf (scripts/test installs them)")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

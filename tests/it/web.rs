@@ -8,7 +8,7 @@ use std::path::Path;
 
 use soko::proto::soko::auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient};
 
-use crate::common::process::SokoProcess;
+use crate::common::{process::SokoProcess, tool_ready};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -17,14 +17,12 @@ fn ready() -> bool {
     let built = Path::new(ROOT).join("clients/web/dist/app.js").exists();
     let browser = Path::new(CHROMIUM).exists();
     let driver = Path::new(ROOT).join("clients/typescript/node_modules/playwright-core").exists();
-    if !(built && browser && driver) {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: the storefront test needs clients/web/dist ({built}), {CHROMIUM} ({browser}) and playwright-core ({driver}); scripts/test provides them"
-        );
-        eprintln!("SKIPPED: storefront not built or chromium missing; run scripts/test");
-    }
-    built && browser && driver
+    tool_ready(
+        built && browser && driver,
+        &format!(
+            "the storefront test's clients/web/dist ({built}), {CHROMIUM} ({browser}) and playwright-core ({driver}) (scripts/test provides them)"
+        ),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use soko::{
     proto::{
         catalog::{self as pb, catalog_service_client::CatalogServiceClient},
         soko::{
-            admin::v1::admin_service_client::AdminServiceClient,
+            admin::v1::{self as admin_pb, admin_service_client::AdminServiceClient},
             auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient},
         },
     },
@@ -75,9 +75,8 @@ impl Backend {
     /// Whether this run covers the backend. Only an explicit `SOKO_TEST_BACKENDS` outside CI
     /// narrows the set, and a skip is always printed; in CI every backend runs.
     pub fn enabled(self) -> bool {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
         match std::env::var("SOKO_TEST_BACKENDS") {
-            Ok(list) if !ci => {
+            Ok(list) if !in_ci() => {
                 let on = list.split(',').any(|b| b.trim() == self.name());
                 if !on {
                     eprintln!("SKIPPED: backend {} is not in SOKO_TEST_BACKENDS={list}", self.name());
@@ -87,6 +86,21 @@ impl Backend {
             _ => true,
         }
     }
+}
+
+/// Whether this is a CI run (`CI=true` or `CI=1`), where nothing a test needs may be missing.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether an outside tool a test drives is there (`ready`). Outside CI a missing one skips the
+/// test, saying so; in CI it fails the test. `what` names it and who provides it.
+pub fn tool_ready(ready: bool, what: &str) -> bool {
+    if !ready {
+        assert!(!in_ci(), "CI=true: {what} is required");
+        eprintln!("SKIPPED: {what} is missing");
+    }
+    ready
 }
 
 /// Runs a test body against each SQL backend, as three tests named after the backend.
@@ -374,6 +388,29 @@ impl TestApp {
 
     pub fn auth(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(self.channel.clone())
+    }
+
+    /// The id of the admin created at start.
+    pub async fn admin_id(&self) -> String {
+        let mut request = tonic::Request::new(auth_pb::MeRequest {});
+        request.metadata_mut().insert("authorization", format!("Bearer {}", self.admin_token).parse().unwrap());
+        self.auth().me(request).await.expect("admin me").into_inner().user.expect("user").id
+    }
+
+    /// Creates an API key for `user_id` as the admin; returns the key and its secret.
+    pub async fn create_api_key(&self, user_id: &str, name: &str) -> (admin_pb::ApiKey, String) {
+        let response = self
+            .admin_as(Some(&self.admin_token))
+            .create_api_key(admin_pb::CreateApiKeyRequest {
+                user_id: user_id.into(),
+                display_name: name.into(),
+                reason: "integration test".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("create api key")
+            .into_inner();
+        (response.api_key.expect("api key"), response.secret)
     }
 
     /// Registers an account and returns its id and access token.
