@@ -5,6 +5,10 @@
 //! and exported as `soko_circuit_breaker_state{dependency}` (0 closed, 1 open, 2 half-open) and
 //! `soko_circuit_breaker_opened_total{dependency}`.
 //!
+//! A breaker made with [`CircuitBreaker::probed`] never lets a user's call probe: it stays open
+//! until the dependency's background prober reports a success, so no call a user made ever
+//! waits out a timeout on a dependency known to be failing.
+//!
 //! Lock-free: `allows` is on the path of every call that uses the dependency.
 
 use std::{
@@ -46,6 +50,8 @@ pub struct CircuitBreaker {
     open_until: AtomicI64,
     /// A probe is out while half-open: only one call tests the dependency at a time.
     probing: AtomicBool,
+    /// Closed only by a background prober's success: never half-open.
+    probed: bool,
     epoch: Instant,
 }
 
@@ -59,8 +65,15 @@ impl CircuitBreaker {
             failures: AtomicU32::new(0),
             open_until: AtomicI64::new(0),
             probing: AtomicBool::new(false),
+            probed: false,
             epoch: Instant::now(),
         }
+    }
+
+    /// A breaker whose dependency a background prober watches: it opens after `threshold`
+    /// failures and closes when the prober reports a success.
+    pub fn probed(dependency: &'static str, threshold: u32) -> Self {
+        Self { probed: true, ..Self::new(dependency, threshold, Duration::from_secs(3600)) }
     }
 
     pub fn dependency(&self) -> &'static str {
@@ -74,6 +87,7 @@ impl CircuitBreaker {
     pub fn state(&self) -> BreakerState {
         match self.open_until.load(Ordering::Acquire) {
             0 => BreakerState::Closed,
+            _ if self.probed => BreakerState::Open,
             until if self.now_us() < until => BreakerState::Open,
             _ => BreakerState::HalfOpen,
         }
@@ -126,7 +140,7 @@ impl CircuitBreaker {
             tracing::warn!(
                 dependency = self.dependency,
                 failures,
-                retry_in_ms = self.open_for.as_millis() as u64,
+                retry_in_ms = if self.probed { None } else { Some(self.open_for.as_millis() as u64) },
                 error = %error,
                 "circuit breaker opened: skipping the dependency"
             );
@@ -163,6 +177,18 @@ mod tests {
         assert!(!breaker.allows(), "one probe at a time");
         breaker.succeeded();
         assert_eq!(breaker.state(), BreakerState::Closed);
+        assert!(breaker.allows());
+    }
+
+    #[test]
+    fn a_probed_breaker_waits_for_its_prober_however_long_it_has_been_open() {
+        let breaker = CircuitBreaker::probed("test", 1);
+        assert!(breaker.allows());
+        assert!(breaker.failed(&"down"));
+        assert!(!breaker.allows());
+        assert_eq!(breaker.state(), BreakerState::Open);
+        assert!(!breaker.failed(&"still down"), "opened once");
+        assert!(breaker.succeeded(), "the prober's success closes it");
         assert!(breaker.allows());
     }
 

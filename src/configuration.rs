@@ -279,6 +279,9 @@ pub struct Config {
     /// How long a search result stays cached (in Redis when `REDIS_URL` is set, in this process
     /// otherwise); zero turns the cache off.
     pub search_cache_ttl: Duration,
+    /// `SOKO_PRODUCT_CACHE_ENTRIES`: products kept in this process's cache (0 turns the product
+    /// cache off); `SOKO_PRODUCT_CACHE_TTL_SECS`: how long an entry lives, here and in Redis.
+    pub product_cache: ProductCacheSettings,
     /// Transport security and what the ports expose.
     pub transport: TransportConfig,
     /// Where backups go, how often they are taken and how long they are kept.
@@ -628,6 +631,16 @@ impl Config {
         if search_cache_secs > 7 * 24 * 3600 {
             problems.push(format!("SOKO_SEARCH_CACHE_TTL_SECS: {search_cache_secs} is more than a week"));
         }
+        let product_cache_entries: usize =
+            parse_or(&mut problems, "SOKO_PRODUCT_CACHE_ENTRIES", var("SOKO_PRODUCT_CACHE_ENTRIES"), 50_000);
+        if product_cache_entries > 10_000_000 {
+            problems.push(format!("SOKO_PRODUCT_CACHE_ENTRIES: {product_cache_entries} is more than 10000000"));
+        }
+        let product_cache_secs: u64 =
+            parse_or(&mut problems, "SOKO_PRODUCT_CACHE_TTL_SECS", var("SOKO_PRODUCT_CACHE_TTL_SECS"), 600);
+        if !(1..=86_400).contains(&product_cache_secs) {
+            problems.push(format!("SOKO_PRODUCT_CACHE_TTL_SECS: {product_cache_secs} is outside 1..=86400"));
+        }
 
         let transport = transport(&var, env, &mut problems);
 
@@ -692,6 +705,10 @@ impl Config {
             hnsw,
             snapshots,
             search_cache_ttl: Duration::from_secs(search_cache_secs),
+            product_cache: ProductCacheSettings {
+                entries: product_cache_entries,
+                ttl: Duration::from_secs(product_cache_secs),
+            },
             transport,
             backups,
             traces,
@@ -813,6 +830,13 @@ fn transport(var: &impl Fn(&str) -> Option<String>, env: Environment, problems: 
 }
 
 /// Parses `raw` when present, falling back to `default`; a parse failure is recorded as a problem.
+/// The product cache's bounds (see [`crate::product_cache`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProductCacheSettings {
+    pub entries: usize,
+    pub ttl: Duration,
+}
+
 fn parse_or<T>(problems: &mut Vec<String>, key: &str, raw: Option<String>, default: T) -> T
 where
     T: std::str::FromStr,

@@ -12,6 +12,7 @@ pub mod middleware;
 pub mod ops;
 pub mod periodic;
 pub mod policy;
+pub mod product_cache;
 pub mod proto;
 pub mod ratelimit;
 pub mod redis_link;

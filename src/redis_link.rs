@@ -1,8 +1,14 @@
 //! The one Redis connection a process keeps, shared by everything that uses Redis (the rate
-//! limiter, the search cache), and the breaker each user keeps so a failing Redis costs it one
-//! timeout a second rather than one per call.
+//! limiter, the search and product caches), and Redis's health as a background prober sees it.
+//!
+//! **A failing Redis stays off the request path.** The first call that fails (an error, or no
+//! answer within `SOKO_REDIS_TIMEOUT_MS`) opens the link's circuit breaker; from then on every
+//! call is refused at once with [`RedisError::Skipped`] and its user falls back to its
+//! in-process state. Only the prober, once every [`PROBE_INTERVAL`], tries Redis again, so a
+//! frozen Redis costs one user call a timeout, and then none, until it answers the prober and
+//! the breaker closes. The state is exported as `soko_redis_degraded` and in readiness.
 
-use std::{sync::Mutex, time::Duration};
+use std::{future::Future, sync::Mutex, time::Duration};
 
 use bb8_redis::RedisConnectionManager;
 use redis::aio::MultiplexedConnection;
@@ -16,6 +22,9 @@ pub enum RedisError {
     Timeout(Duration),
     #[error("Redis failed: {0}")]
     Failed(String),
+    /// Not attempted: Redis is known to be failing (the breaker is open).
+    #[error("Redis is failing; skipped until it answers the prober")]
+    Skipped,
 }
 
 pub struct RedisLink {
@@ -25,7 +34,11 @@ pub struct RedisLink {
     /// Replaced from the pool when it fails.
     shared: Mutex<Option<MultiplexedConnection>>,
     timeout: Duration,
+    breaker: CircuitBreaker,
 }
+
+/// How often the prober pings Redis: the longest a recovered Redis goes unused.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 impl RedisLink {
     /// Connects lazily: nothing is dialled until the first call.
@@ -53,11 +66,60 @@ impl RedisLink {
             .connection_timeout(timeout)
             .retry_connection(false)
             .build_unchecked(manager);
-        Ok(Self { pool, shared: Mutex::new(None), timeout })
+        Ok(Self { pool, shared: Mutex::new(None), timeout, breaker: CircuitBreaker::probed("redis", 1) })
     }
 
-    /// Runs `call` on the shared connection, within the timeout (connecting included).
+    /// Whether Redis is known to be failing: its users are on their fallbacks.
+    pub fn degraded(&self) -> bool {
+        self.breaker.degraded()
+    }
+
+    /// Runs `call` on the shared connection, within the timeout (connecting included), unless
+    /// Redis is known to be failing: then it answers [`RedisError::Skipped`] at once.
     pub async fn run<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T, RedisError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.breaker.allows() {
+            return Err(RedisError::Skipped);
+        }
+        let outcome = self.attempt(operation, call).await;
+        if let Err(e) = &outcome {
+            self.failed(e);
+        }
+        outcome
+    }
+
+    /// Pings Redis every [`PROBE_INTERVAL`] until `stop` resolves: the one caller that pays a
+    /// timeout while Redis is failing, and the one that notices it has come back.
+    pub async fn probe(self: std::sync::Arc<Self>, stop: impl Future<Output = ()>) {
+        let mut ticks = crate::periodic::Ticks::new(PROBE_INTERVAL, stop);
+        while ticks.next().await {
+            let pinged = self
+                .attempt("PING", |mut conn| async move { redis::cmd("PING").query_async::<()>(&mut conn).await })
+                .await;
+            match pinged {
+                Ok(()) => {
+                    if self.breaker.succeeded() {
+                        tracing::info!("Redis answers again: rate limits and caches are shared again");
+                        metrics::gauge!("soko_redis_degraded").set(0.0);
+                    }
+                }
+                Err(e) => self.failed(&e),
+            }
+        }
+    }
+
+    fn failed(&self, error: &RedisError) {
+        metrics::counter!("soko_redis_errors_total").increment(1);
+        if self.breaker.failed(error) {
+            tracing::warn!(error = %error, "Redis failed: rate limits and caches use this process's own until it answers");
+            metrics::gauge!("soko_redis_degraded").set(1.0);
+        }
+    }
+
+    async fn attempt<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T, RedisError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -85,13 +147,4 @@ impl RedisLink {
         }
         outcome
     }
-}
-
-/// After a Redis failure, a user does without Redis this long before trying it again.
-pub const RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// The breaker one user of Redis keeps: one failure opens it, so a failing Redis costs that
-/// user one timeout per [`RETRY_AFTER`] rather than one per call.
-pub fn breaker(user: &'static str) -> CircuitBreaker {
-    CircuitBreaker::new(user, 1, RETRY_AFTER)
 }

@@ -38,6 +38,7 @@ use crate::{
         request_log::RequestLogLayer,
     },
     ops,
+    product_cache::ProductCache,
     proto::{
         self,
         catalog::catalog_service_server::CatalogServiceServer,
@@ -53,6 +54,11 @@ use crate::{
     store::{Db, PoolSettings},
     tls::Tls,
 };
+
+/// Connections the outbox follower keeps for itself: one reads the outbox, one the products.
+const FOLLOWER_POOL_SIZE: u32 = 2;
+/// A follower waits longer than a call for a connection: nobody is waiting on it.
+const FOLLOWER_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a run ended other than cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -178,8 +184,20 @@ impl Application {
             config.search_cache_ttl,
             redis.clone().map(|link| Shared { link, key_prefix: config.rate_limits.key_prefix.clone() }),
         );
+        // The follower is background work: it has connections of its own, so a flood of calls
+        // that holds every request connection never starves it (and it never takes theirs).
+        let follower_db = Db::connect(
+            &config.database,
+            &PoolSettings { max_size: FOLLOWER_POOL_SIZE, checkout_timeout: FOLLOWER_CHECKOUT_TIMEOUT },
+        )
+        .context("setting up the outbox follower's connections")?;
         let search =
-            SearchEngine::new(db.clone(), config.embedding_dim, config.hnsw, config.snapshots.clone(), search_cache);
+            SearchEngine::new(follower_db, config.embedding_dim, config.hnsw, config.snapshots.clone(), search_cache);
+        let product_cache = Arc::new(ProductCache::new(
+            config.product_cache,
+            redis.clone().map(|link| (link, config.rate_limits.key_prefix.clone())),
+        ));
+        search.listen(product_cache.clone());
         let embedder = crate::embed::from_config(&config.embedder, config.embedding_dim)
             .context("setting up the image embedder")?;
         tracing::info!(embedder = embedder.name(), dim = embedder.dim(), "image embedder configured");
@@ -197,7 +215,7 @@ impl Application {
         };
         // Installed before anything registers a metric, or those handles would record nowhere.
         crate::telemetry::metrics();
-        let limiter = RateLimiter::new(redis);
+        let limiter = RateLimiter::new(redis.clone());
         let rate_limit = RateLimit::new(limiter.clone(), config.rate_limits.clone());
         // The switches come up as they were left: a replica restarted in read-only mode stays in it.
         let database_breaker = crate::store::probe::database_breaker();
@@ -216,7 +234,7 @@ impl Application {
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .context("building reflection v1alpha")?;
-        let catalog_service = CatalogServiceServer::new(CatalogApi::new(catalog))
+        let catalog_service = CatalogServiceServer::new(CatalogApi::new(catalog, product_cache, search.wake_handle()))
             .max_decoding_message_size(config.max_message_bytes)
             .max_encoding_message_size(config.max_message_bytes)
             .accept_compressed(CompressionEncoding::Gzip)
@@ -324,9 +342,14 @@ impl Application {
         }));
         // The database prober: off the request path, it turns automatic read-only mode on and off.
         let (stop_probe, probe_stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(crate::store::probe::run(db.clone(), database_breaker.clone(), async {
+        let probe_stopped = futures_util::FutureExt::shared(async {
             let _ = probe_stopped.await;
-        }));
+        });
+        tokio::spawn(crate::store::probe::run(db.clone(), database_breaker.clone(), probe_stopped.clone()));
+        // Redis's prober: the one caller that waits on a failing Redis.
+        if let Some(redis) = redis {
+            tokio::spawn(redis.probe(probe_stopped));
+        }
         // Read-only mode and reindex requests made on other replicas reach this one.
         let (stop_switches, switches_stopped) = tokio::sync::oneshot::channel::<()>();
         let mut reindex_requests = switches.reindex_requests();

@@ -1,30 +1,64 @@
-//! CatalogService: converts between the proto contract and the domain, nothing more.
+//! CatalogService: converts between the proto contract and the domain, and serves product reads
+//! from the product cache when it can (see [`crate::product_cache`]).
 
+use std::{collections::HashSet, sync::Arc};
+
+use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::{
     context,
-    read_mask::{check_mask, masked},
+    read_mask::{check_mask, masked, names_embedding},
     timestamp,
 };
 use crate::{
     domain::{
         Error, FieldViolation,
-        catalog::{Catalog, ListRequest},
+        catalog::{Catalog, ListRequest, MAX_BATCH_GET, Version},
         listing::FilterInput,
         listing::ProductSort,
-        product::{Category, Product, ProductInput, ProductStatus, Seller, StatusInput},
+        product::{Category, Product, ProductId, ProductInput, ProductStatus, Seller, StatusInput, Visibility},
     },
+    product_cache::ProductCache,
     proto::catalog::{self as pb, catalog_service_server::CatalogService},
 };
 
 pub struct CatalogApi {
     catalog: Catalog,
+    cache: Arc<ProductCache>,
+    /// Wakes the outbox follower after a write, so search and other replicas' caches see it
+    /// without waiting for a poll.
+    outbox_written: Arc<tokio::sync::Notify>,
 }
 
 impl CatalogApi {
-    pub fn new(catalog: Catalog) -> Self {
-        Self { catalog }
+    pub fn new(catalog: Catalog, cache: Arc<ProductCache>, outbox_written: Arc<tokio::sync::Notify>) -> Self {
+        Self { catalog, cache, outbox_written }
+    }
+
+    /// After a write committed: this replica's cached copies go, and the follower looks now.
+    async fn written(&self, id: ProductId) {
+        self.cache.forget(id).await;
+        self.outbox_written.notify_one();
+    }
+
+    /// Stores what was read from the database, if anyone may read it (see the cache's rules),
+    /// and returns the products as they go out: without the embedding.
+    async fn cache_public(&self, found: Vec<(Product, Version)>) -> Vec<pb::Product> {
+        let mut cacheable = Vec::new();
+        let out = found
+            .into_iter()
+            .map(|(product, version)| {
+                let (id, public) = (product.id, product.status.is_public());
+                let proto = pb::Product { embedding: Vec::new(), ..product_to_proto(product) };
+                if public {
+                    cacheable.push((id, version, proto.clone()));
+                }
+                proto
+            })
+            .collect();
+        self.cache.put_many(cacheable).await;
+        out
     }
 }
 
@@ -149,11 +183,22 @@ impl CatalogService for CatalogApi {
     ) -> Result<Response<pb::GetProductResponse>, Status> {
         let ctx = context(&request);
         let request = request.into_inner();
-        check_mask(request.read_mask.as_ref())?;
-        let product = self.catalog.get_product(&ctx, &request.id).await?;
-        Ok(Response::new(pb::GetProductResponse {
-            product: Some(masked(product_to_proto(product), request.read_mask.as_ref())),
-        }))
+        let mask = request.read_mask.as_ref();
+        check_mask(mask)?;
+        if names_embedding(mask) {
+            let (product, _) = self.catalog.get_product(&ctx, &request.id).await?;
+            return Ok(Response::new(pb::GetProductResponse {
+                product: Some(masked(product_to_proto(product), mask)),
+            }));
+        }
+        if let Ok(id) = request.id.parse::<ProductId>()
+            && let Some(hit) = self.cache.get(id).await
+        {
+            return Ok(Response::new(pb::GetProductResponse { product: Some(masked((*hit).clone(), mask)) }));
+        }
+        let found = self.catalog.get_product(&ctx, &request.id).await?;
+        let product = self.cache_public(vec![found]).await.pop();
+        Ok(Response::new(pb::GetProductResponse { product: product.map(|p| masked(p, mask)) }))
     }
 
     async fn batch_get_products(
@@ -162,12 +207,49 @@ impl CatalogService for CatalogApi {
     ) -> Result<Response<pb::BatchGetProductsResponse>, Status> {
         let ctx = context(&request);
         let request = request.into_inner();
-        check_mask(request.read_mask.as_ref())?;
-        let (products, missing_ids) = self.catalog.batch_get_products(&ctx, &request.ids).await?;
-        Ok(Response::new(pb::BatchGetProductsResponse {
-            products: products.into_iter().map(|p| masked(product_to_proto(p), request.read_mask.as_ref())).collect(),
-            missing_ids,
-        }))
+        let mask = request.read_mask.as_ref();
+        check_mask(mask)?;
+        // The domain refuses a bad id list with its violations; only a good one is looked up here.
+        let parsed: Option<Vec<ProductId>> = request.ids.iter().map(|raw| raw.parse().ok()).collect();
+        let cacheable = !names_embedding(mask) && (1..=MAX_BATCH_GET).contains(&request.ids.len());
+        let Some(ids) = parsed.filter(|_| cacheable) else {
+            let (products, missing_ids) = self.catalog.batch_get_products(&ctx, &request.ids).await?;
+            return Ok(Response::new(pb::BatchGetProductsResponse {
+                products: products.into_iter().map(|(p, _)| masked(product_to_proto(p), mask)).collect(),
+                missing_ids,
+            }));
+        };
+        let hits = self.cache.get_many(&ids).await;
+        let mut seen = HashSet::new();
+        let misses: Vec<String> = ids
+            .iter()
+            .zip(&hits)
+            .filter(|(id, hit)| hit.is_none() && seen.insert(**id))
+            .map(|(id, _)| id.to_string())
+            .collect();
+        let mut fetched = if misses.is_empty() {
+            Vec::new()
+        } else {
+            let (found, _) = self.catalog.batch_get_products(&ctx, &misses).await?;
+            self.cache_public(found).await
+        };
+        // In request order, each id once, as the domain answers.
+        let mut seen = HashSet::new();
+        let mut response = pb::BatchGetProductsResponse::default();
+        for (id, hit) in ids.iter().zip(hits) {
+            if !seen.insert(*id) {
+                continue;
+            }
+            let text = id.to_string();
+            match hit {
+                Some(hit) => response.products.push(masked((*hit).clone(), mask)),
+                None => match fetched.iter().position(|p| p.id == text) {
+                    Some(i) => response.products.push(masked(fetched.swap_remove(i), mask)),
+                    None => response.missing_ids.push(text),
+                },
+            }
+        }
+        Ok(Response::new(response))
     }
 
     async fn list_products(
@@ -175,9 +257,20 @@ impl CatalogService for CatalogApi {
         request: Request<pb::ListProductsRequest>,
     ) -> Result<Response<pb::ListProductsResponse>, Status> {
         let ctx = context(&request);
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         check_mask(request.read_mask.as_ref())?;
-        let read_mask = request.read_mask;
+        let read_mask = request.read_mask.take();
+        // Pages everyone sees alike (anonymous callers') are cached, keyed by the request.
+        let page_key = (!names_embedding(read_mask.as_ref())
+            && Visibility::of(&ctx.principal) == Visibility::PublicAndOwnedBy(None))
+        .then(|| request.encode_to_vec());
+        if let Some(page) = page_key.as_deref().and_then(|key| self.cache.page(key)) {
+            return Ok(Response::new(pb::ListProductsResponse {
+                products: page.products.iter().map(|p| masked(p.clone(), read_mask.as_ref())).collect(),
+                next_page_token: page.next_page_token.clone(),
+            }));
+        }
+        let generation = self.cache.page_generation();
         let filter = request.filter.unwrap_or_default();
         let sort = match pb::ProductSort::try_from(request.sort) {
             Ok(pb::ProductSort::Unspecified | pb::ProductSort::Newest) => ProductSort::Newest,
@@ -199,10 +292,24 @@ impl CatalogService for CatalogApi {
                 },
             )
             .await?;
-        Ok(Response::new(pb::ListProductsResponse {
-            products: page.products.into_iter().map(|p| masked(product_to_proto(p), read_mask.as_ref())).collect(),
-            next_page_token: page.next_page_token.unwrap_or_default(),
-        }))
+        let next_page_token = page.next_page_token.unwrap_or_default();
+        let products = page.products.into_iter().map(product_to_proto);
+        let Some(key) = page_key else {
+            return Ok(Response::new(pb::ListProductsResponse {
+                products: products.map(|p| masked(p, read_mask.as_ref())).collect(),
+                next_page_token,
+            }));
+        };
+        let full = pb::ListProductsResponse {
+            products: products.map(|p| pb::Product { embedding: Vec::new(), ..p }).collect(),
+            next_page_token,
+        };
+        let response = pb::ListProductsResponse {
+            products: full.products.iter().map(|p| masked(p.clone(), read_mask.as_ref())).collect(),
+            next_page_token: full.next_page_token.clone(),
+        };
+        self.cache.put_page(key, generation, full);
+        Ok(Response::new(response))
     }
 
     async fn create_product(
@@ -213,6 +320,7 @@ impl CatalogService for CatalogApi {
         let product = required("product", request.into_inner().product)?;
         let created =
             self.catalog.create_product(&ctx, product_input(product)).await.map_err(|e| e.within("product"))?;
+        self.written(created.id).await;
         Ok(Response::new(pb::CreateProductResponse { product: Some(product_to_proto(created)) }))
     }
 
@@ -239,6 +347,7 @@ impl CatalogService for CatalogApi {
                 ),
                 e => e,
             })?;
+        self.written(updated.id).await;
         Ok(Response::new(pb::UpdateProductResponse { product: Some(product_to_proto(updated)) }))
     }
 
@@ -246,7 +355,8 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<pb::DeleteProductRequest>,
     ) -> Result<Response<pb::DeleteProductResponse>, Status> {
-        self.catalog.delete_product(&context(&request), &request.into_inner().id).await?;
+        let id = self.catalog.delete_product(&context(&request), &request.into_inner().id).await?;
+        self.written(id).await;
         Ok(Response::new(pb::DeleteProductResponse {}))
     }
 }

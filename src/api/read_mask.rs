@@ -28,6 +28,11 @@ pub fn check_mask(mask: Option<&prost_types::FieldMask>) -> Result<(), Status> {
     }
 }
 
+/// Whether `mask` asks for the embedding, which cached products do not carry.
+pub fn names_embedding(mask: Option<&prost_types::FieldMask>) -> bool {
+    mask.is_some_and(|m| m.paths.iter().any(|p| p == "embedding"))
+}
+
 /// Keeps the fields `mask` names (all but the embedding when it names none). `id` always stays:
 /// a result must say which product it is.
 pub fn masked(mut product: Product, mask: Option<&prost_types::FieldMask>) -> Product {

@@ -11,6 +11,7 @@ use super::{
         SellerId, StatusInput, Timestamp, Visibility,
     },
 };
+pub use crate::store::catalog::Version;
 use crate::store::{Db, StoreError, catalog::WriteError};
 
 pub const MAX_BATCH_GET: usize = 100;
@@ -107,8 +108,9 @@ impl Catalog {
         self.db.get_seller(id).await?.ok_or_else(|| Error::NotFound { resource: "seller", id: id.to_string() })
     }
 
-    /// A product the caller may see; one they may not (another seller's draft) is NOT_FOUND.
-    pub async fn get_product(&self, ctx: &RequestContext, id: &str) -> Result<Product, Error> {
+    /// A product the caller may see, with the version it was read at; one they may not (another
+    /// seller's draft) is NOT_FOUND.
+    pub async fn get_product(&self, ctx: &RequestContext, id: &str) -> Result<(Product, Version), Error> {
         let id: ProductId = parse_id("id", id)?;
         self.db
             .get_products(&[id], Visibility::of(&ctx.principal))
@@ -123,7 +125,7 @@ impl Catalog {
         &self,
         ctx: &RequestContext,
         ids: &[String],
-    ) -> Result<(Vec<Product>, Vec<String>), Error> {
+    ) -> Result<(Vec<(Product, Version)>, Vec<String>), Error> {
         if ids.is_empty() || ids.len() > MAX_BATCH_GET {
             return Err(Error::invalid("ids", format!("must have 1–{MAX_BATCH_GET} entries (has {})", ids.len())));
         }
@@ -140,7 +142,7 @@ impl Catalog {
         let mut products = Vec::with_capacity(found.len());
         let mut missing = Vec::new();
         for id in wanted {
-            match found.iter().position(|p| p.id == id) {
+            match found.iter().position(|(p, _)| p.id == id) {
                 Some(i) => products.push(found.swap_remove(i)),
                 None => missing.push(id.to_string()),
             }
@@ -292,11 +294,12 @@ impl Catalog {
         self.db.update_product(id, patch, owner).await.map_err(|e| write_error(e, || id.to_string(), || category))
     }
 
-    /// Soft-deletes a product. Another seller's product is NOT_FOUND.
-    pub async fn delete_product(&self, ctx: &RequestContext, id: &str) -> Result<(), Error> {
+    /// Soft-deletes a product, returning its id. Another seller's product is NOT_FOUND.
+    pub async fn delete_product(&self, ctx: &RequestContext, id: &str) -> Result<ProductId, Error> {
         let owner = ctx.principal.write_scope()?;
         let id: ProductId = parse_id("id", id)?;
-        self.db.delete_product(id, owner).await.map_err(|e| write_error(e, || id.to_string(), String::new))
+        self.db.delete_product(id, owner).await.map_err(|e| write_error(e, || id.to_string(), String::new))?;
+        Ok(id)
     }
 
     fn check_price(&self, v: &mut Violations, price: Option<&(i64, String)>) -> Option<Money> {

@@ -14,7 +14,7 @@ use std::{
 
 pub use gcra::{BucketState, Rate};
 
-use crate::{breaker::CircuitBreaker, redis_link::RedisLink};
+use crate::redis_link::RedisLink;
 
 /// One bucket a call counts against.
 #[derive(Debug, Clone)]
@@ -62,8 +62,6 @@ pub struct LimiterHealth {
 pub struct RateLimiter {
     local: local::LocalStore,
     redis: Option<redis::RedisStore>,
-    /// Decisions stay local for a second after a Redis failure.
-    breaker: CircuitBreaker,
     epoch: Instant,
 }
 
@@ -73,7 +71,6 @@ impl RateLimiter {
         Arc::new(Self {
             local: local::LocalStore::default(),
             redis: redis.map(redis::RedisStore::new),
-            breaker: crate::redis_link::breaker("redis_ratelimit"),
             epoch: Instant::now(),
         })
     }
@@ -85,32 +82,19 @@ impl RateLimiter {
     pub fn health(&self) -> LimiterHealth {
         LimiterHealth {
             configured: if self.redis.is_some() { Backend::Redis } else { Backend::Local },
-            degraded: self.breaker.degraded(),
+            degraded: self.redis.as_ref().is_some_and(redis::RedisStore::degraded),
         }
     }
 
     /// Checks a call against all its buckets: it passes only if every bucket has room, and only
     /// then is it counted in each.
     pub async fn check(&self, buckets: &[Bucket]) -> Decision {
+        // A failing Redis answers at once (the link's prober watches it): limits are then
+        // local to this replica until it returns.
         if let Some(redis) = &self.redis
-            && self.breaker.allows()
+            && let Ok(states) = redis.check(buckets).await
         {
-            match redis.check(buckets).await {
-                Ok(states) => {
-                    if self.breaker.succeeded() {
-                        tracing::info!("rate limiter: Redis is back; limits are shared again");
-                        metrics::gauge!("soko_ratelimit_redis_degraded").set(0.0);
-                    }
-                    return combine(buckets, &states, Backend::Redis);
-                }
-                Err(e) => {
-                    if self.breaker.failed(&e) {
-                        tracing::warn!(error = %e, "rate limiter: Redis failed; limiting locally until it returns");
-                        metrics::gauge!("soko_ratelimit_redis_degraded").set(1.0);
-                    }
-                    metrics::counter!("soko_ratelimit_redis_errors_total").increment(1);
-                }
-            }
+            return combine(buckets, &states, Backend::Redis);
         }
         let states = self.local.check(buckets, self.now_us());
         combine(buckets, &states, Backend::Local)

@@ -44,6 +44,10 @@ impl RedisStore {
         Self { link, script: redis::Script::new(SCRIPT) }
     }
 
+    pub fn degraded(&self) -> bool {
+        self.link.degraded()
+    }
+
     pub async fn check(&self, buckets: &[Bucket]) -> Result<Vec<BucketState>, RedisError> {
         let out = self
             .link

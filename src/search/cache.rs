@@ -15,10 +15,9 @@
 //! product this replica has not indexed (or no longer has) counts as a miss.
 //!
 //! **Redis never fails a search.** A Redis error or a reply slower than `SOKO_REDIS_TIMEOUT_MS`
-//! falls back to the in-process cache, is reported once in the log, in readiness and in
-//! `soko_search_cache_redis_degraded`, and Redis is left alone for a second before it is tried
-//! again. The in-process cache also keeps its own generation, bumped on every index change, so
-//! its stale entries are dropped rather than left to age out.
+//! falls back to the in-process cache; Redis is then left alone until its prober sees it answer
+//! (see [`crate::redis_link`]). The in-process cache also keeps its own generation, bumped on
+//! every index change, so its stale entries are dropped rather than left to age out.
 //!
 //! `soko_search_cache_lookups_total{backend, outcome}` counts each lookup once: a hit in this
 //! process (`local`), a hit in Redis (`redis`), or a miss labelled with the last place looked.
@@ -35,7 +34,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
-use crate::{breaker::CircuitBreaker, domain::product::ProductId, redis_link::RedisLink};
+use crate::{domain::product::ProductId, redis_link::RedisLink};
 
 /// Past this many entries the in-process cache starts over rather than grow.
 const CAPACITY: usize = 10_000;
@@ -92,7 +91,7 @@ pub struct Shared {
 pub struct SearchCache {
     ttl: Duration,
     local: LocalCache,
-    redis: Option<(Shared, CircuitBreaker)>,
+    redis: Option<Shared>,
 }
 
 /// What readiness reports about the cache.
@@ -107,18 +106,14 @@ pub struct CacheHealth {
 impl SearchCache {
     /// A zero `ttl` turns caching off.
     pub fn new(ttl: Duration, redis: Option<Shared>) -> Self {
-        Self {
-            ttl,
-            local: LocalCache::default(),
-            redis: redis.map(|r| (r, crate::redis_link::breaker("redis_search_cache"))),
-        }
+        Self { ttl, local: LocalCache::default(), redis }
     }
 
     pub fn health(&self) -> CacheHealth {
         CacheHealth {
             enabled: !self.ttl.is_zero(),
             shared: self.redis.is_some(),
-            degraded: self.redis.as_ref().is_some_and(|(_, b)| b.degraded()),
+            degraded: self.redis.as_ref().is_some_and(|r| r.link.degraded()),
         }
     }
 
@@ -142,7 +137,7 @@ impl SearchCache {
             record("local", "hit");
             return Some(found);
         }
-        let Some((shared, breaker)) = self.redis.as_ref().filter(|(_, b)| b.allows()) else {
+        let Some(shared) = self.redis.as_ref() else {
             record("local", "miss");
             return None;
         };
@@ -153,16 +148,9 @@ impl SearchCache {
                 redis::cmd("GET").arg(&redis_key).query_async::<Option<Vec<u8>>>(&mut conn).await
             })
             .await;
-        let found = match fetched {
-            Ok(bytes) => {
-                self.redis_ok(breaker);
-                bytes.and_then(|b| decode(&b))
-            }
-            Err(e) => {
-                self.redis_failed(breaker, &e);
-                record("local", "miss");
-                return None;
-            }
+        let Ok(found) = fetched.map(|bytes| bytes.and_then(|b| decode(&b))) else {
+            record("local", "miss");
+            return None;
         };
         match found.as_ref().and_then(&usable) {
             Some(hit) => {
@@ -185,10 +173,11 @@ impl SearchCache {
         if self.ttl.is_zero() {
             return;
         }
-        if let Some((shared, breaker)) = self.redis.as_ref().filter(|(_, b)| b.allows()) {
+        if let Some(shared) = &self.redis {
             let (redis_key, bytes, ttl_ms) =
                 (redis_key(&shared.key_prefix, &key), encode(&value), self.ttl.as_millis());
-            let stored = shared
+            // A failed store costs nothing more: the entry is still kept in this process.
+            let _ = shared
                 .link
                 .run("SET", |mut conn| async move {
                     redis::cmd("SET")
@@ -200,27 +189,8 @@ impl SearchCache {
                         .await
                 })
                 .await;
-            match stored {
-                Ok(()) => self.redis_ok(breaker),
-                Err(e) => self.redis_failed(breaker, &e),
-            }
         }
         self.local.put(key, generation, value);
-    }
-
-    fn redis_ok(&self, breaker: &CircuitBreaker) {
-        if breaker.succeeded() {
-            tracing::info!("search cache: Redis is back; results are shared again");
-            metrics::gauge!("soko_search_cache_redis_degraded").set(0.0);
-        }
-    }
-
-    fn redis_failed(&self, breaker: &CircuitBreaker, error: &crate::redis_link::RedisError) {
-        if breaker.failed(error) {
-            tracing::warn!(error = %error, "search cache: Redis failed; caching in this process until it returns");
-            metrics::gauge!("soko_search_cache_redis_degraded").set(1.0);
-        }
-        metrics::counter!("soko_search_cache_redis_errors_total").increment(1);
     }
 }
 

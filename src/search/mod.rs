@@ -1,6 +1,9 @@
 //! Product search. The index lives in this process and is fed only by the catalog outbox, in id
-//! order, so every replica converges on the database: a product written through any replica
-//! appears here within one poll interval.
+//! order, so every replica converges on the database. A write through this replica wakes the
+//! follower at once; writes through other replicas are found by polling, every
+//! [`POLL_INTERVAL`] while events keep coming and backing off to [`IDLE_POLL_MAX`] when none do,
+//! so an idle server does next to nothing. The follower also tells the other followers of the
+//! outbox (the product cache) what it applied: one tail of the outbox, read once.
 
 mod by_image;
 pub mod cache;
@@ -32,11 +35,14 @@ use vector::{HnswParams, VectorIndex};
 
 use crate::{
     domain::product::{ProductId, ProductStatus, Visibility},
-    store::{Db, StoreError},
+    store::{Db, StoreError, catalog::Version},
 };
 
-/// How often the follower looks for new outbox events.
+/// How often the follower looks for new outbox events while it keeps finding some.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// The longest the follower waits between looks when nothing is happening: how late a write
+/// made through another replica can reach this one when the outbox has been quiet.
+pub const IDLE_POLL_MAX: Duration = Duration::from_secs(1);
 /// Outbox ids are allocated when a transaction inserts, not when it commits, so a lower id can
 /// become visible after a higher one. A hole in the ids is waited for this long before it is
 /// taken to be a rolled-back transaction and skipped.
@@ -67,6 +73,28 @@ pub struct SearchEngine {
     sync: std::sync::Mutex<rebuild::SyncInfo>,
     /// The running or last reindex on this replica.
     reindex: std::sync::Mutex<Option<ReindexProgress>>,
+    /// Signalled by writes through this replica: the follower looks at once.
+    wake: Arc<tokio::sync::Notify>,
+    /// Told of the events each catch-up applied.
+    listeners: RwLock<Vec<Arc<dyn OutboxListener>>>,
+}
+
+/// Something else kept in step with the outbox, told by the search follower what it applied.
+pub trait OutboxListener: Send + Sync {
+    fn applied(&self, events: &[(ProductId, Version)]);
+    /// A reindex read the products table whole: whatever was changed behind the outbox's back
+    /// (a repair by hand) is in the index now, and should be wherever else products are kept.
+    fn rebuilt(&self);
+}
+
+impl OutboxListener for crate::product_cache::ProductCache {
+    fn applied(&self, events: &[(ProductId, Version)]) {
+        crate::product_cache::ProductCache::applied(self, events);
+    }
+
+    fn rebuilt(&self) {
+        self.clear();
+    }
 }
 
 #[derive(Default)]
@@ -103,7 +131,19 @@ impl SearchEngine {
             snapshots,
             sync: std::sync::Mutex::default(),
             reindex: std::sync::Mutex::default(),
+            wake: Arc::default(),
+            listeners: RwLock::default(),
         })
+    }
+
+    /// What a write through this replica signals so the follower picks its event up at once.
+    pub fn wake_handle(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    /// Adds a listener told of every event applied from now on.
+    pub fn listen(&self, listener: Arc<dyn OutboxListener>) {
+        self.listeners.write().expect("listeners lock").push(listener);
     }
 
     /// Whether the initial catch-up with the outbox has finished.
@@ -151,7 +191,7 @@ impl SearchEngine {
                     vectors.remove(*id);
                     pending.remove(id);
                 }
-                for product in live.into_iter().filter(|p| p.status == ProductStatus::Active) {
+                for (product, _) in live.into_iter().filter(|(p, _)| p.status == ProductStatus::Active) {
                     match &product.embedding {
                         Some(embedding) if backlog => drop(pending.insert(product.id, embedding.clone())),
                         Some(embedding) => vectors.upsert(product.id, embedding),
@@ -162,6 +202,11 @@ impl SearchEngine {
             }
             if !fresh.is_empty() {
                 self.cache.invalidate();
+                let events: Vec<(ProductId, Version)> =
+                    fresh.iter().filter_map(|e| Some((e.product_id.parse().ok()?, Version(e.id)))).collect();
+                for listener in self.listeners.read().expect("listeners lock").iter() {
+                    listener.applied(&events);
+                }
             }
             applied += fresh.len();
             state.unsnapshotted += fresh.len();
@@ -308,9 +353,11 @@ impl SearchEngine {
         let interval = self.snapshots.as_ref().map(|c| c.interval);
         let mut last_snapshot = Instant::now();
         let mut last_lag_report = Instant::now() - LAG_REPORT_INTERVAL;
+        let mut wait = POLL_INTERVAL;
         loop {
             match self.catch_up().await {
-                Ok(_) => {
+                Ok(applied) => {
+                    wait = if applied > 0 { POLL_INTERVAL } else { (wait * 2).min(IDLE_POLL_MAX) };
                     if !self.ready.swap(true, std::sync::atomic::Ordering::AcqRel) {
                         tracing::info!(products = self.len(), "search index caught up with the outbox");
                     }
@@ -318,6 +365,7 @@ impl SearchEngine {
                     metrics::gauge!("soko_search_index_products").set(self.len() as f64);
                 }
                 Err(e) => {
+                    wait = IDLE_POLL_MAX;
                     tracing::warn!(error = %e, "search index: reading the outbox failed; retrying");
                     self.sync.lock().expect("sync lock").failed(&e);
                 }
@@ -339,7 +387,8 @@ impl SearchEngine {
                     self.snapshot().await;
                     return;
                 }
-                () = tokio::time::sleep(POLL_INTERVAL) => {}
+                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified() => wait = POLL_INTERVAL,
             }
         }
     }

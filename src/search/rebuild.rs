@@ -167,6 +167,9 @@ impl SearchEngine {
         // The next snapshot must hold the new index.
         state.unsnapshotted += 1;
         self.cache.invalidate();
+        for listener in self.listeners.read().expect("listeners lock").iter() {
+            listener.rebuilt();
+        }
         *self.position.lock().expect("position lock") = position_digest(&state);
         drop(state);
         self.catch_up().await?;

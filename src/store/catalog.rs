@@ -146,6 +146,11 @@ impl OutboxOp {
     }
 }
 
+/// Where a product stood in the outbox when it was read: the id of its newest event. A cache
+/// entry read at one version is stale once a replica has applied a later event of that product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Version(pub i64);
+
 /// One outbox entry, in commit-id order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxEvent {
@@ -324,17 +329,38 @@ impl Db {
     /// Live (not deleted) products with these ids, in no particular order.
     /// The live products among `ids` that `visibility` lets the reader see, in no order.
     #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
-    pub async fn get_products(&self, ids: &[ProductId], visibility: Visibility) -> Result<Vec<Product>, StoreError> {
+    pub async fn get_products(
+        &self,
+        ids: &[ProductId],
+        visibility: Visibility,
+    ) -> Result<Vec<(Product, Version)>, StoreError> {
         let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
         let private = private_statuses();
         let owner = visibility_owner(visibility);
-        let rows: Vec<ProductRow> = with_conn!(self, |conn| {
+        let (versions, rows): (Vec<(String, Option<i64>)>, Vec<ProductRow>) = with_conn!(self, |conn| {
+            // Versions first: a write that lands between the two reads makes a row newer than
+            // its version, which caches treat as stale (safe), never the other way round. A
+            // product's events are numbered in commit order, as each write holds the row's lock
+            // when it appends its event.
+            let versions = outbox::table
+                .filter(outbox::product_id.eq_any(&ids))
+                .group_by(outbox::product_id)
+                .select((outbox::product_id, diesel::dsl::max(outbox::id)))
+                .load(conn)
+                .await?;
             let mut q =
                 products::table.filter(products::id.eq_any(&ids)).filter(products::deleted_at.is_null()).into_boxed();
             visible!(q, visibility, &private, &owner);
-            q.select(ProductRow::as_select()).load(conn).await?
+            (versions, q.select(ProductRow::as_select()).load(conn).await?)
         });
-        rows.into_iter().map(Product::try_from).collect()
+        let versions: std::collections::HashMap<String, i64> =
+            versions.into_iter().map(|(id, v)| (id, v.unwrap_or_default())).collect();
+        rows.into_iter()
+            .map(|row| {
+                let version = Version(versions.get(&row.id).copied().unwrap_or_default());
+                Ok((Product::try_from(row)?, version))
+            })
+            .collect()
     }
 
     /// Live products in id order, `limit` at a time after `after`: a full scan in pages, for

@@ -11,6 +11,7 @@ mod clients;
 mod debugging;
 mod image_search;
 mod outage;
+mod product_cache;
 mod rate_limit;
 mod search;
 mod search_cache;

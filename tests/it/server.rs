@@ -369,8 +369,7 @@ async fn the_alert_rules_read_metrics_the_server_exports() {
     // Exported only once their event has happened: a dependency error, Redis configured, TLS on.
     const ON_EVENT: &[&str] = &[
         "soko_dependency_errors_total",
-        "soko_ratelimit_redis_degraded",
-        "soko_search_cache_redis_degraded",
+        "soko_redis_degraded",
         "soko_tls_certificate_expiry_timestamp_seconds",
         "soko_search_snapshot_timestamp_seconds",
     ];
