@@ -261,6 +261,9 @@ pub struct Config {
     pub cors_origins: Vec<HeaderValue>,
     pub log_filter: String,
     pub log_format: LogFormat,
+    /// `SOKO_LOG_SUCCESS_EVERY`: one successful call in this many gets its log line (1, the
+    /// default, logs every call). Failures and refusals are always logged.
+    pub log_success_every: u64,
     pub db_pool_size: u32,
     pub db_checkout_timeout: Duration,
     pub shutdown_timeout: Duration,
@@ -353,6 +356,11 @@ impl Config {
         let log_filter = var("RUST_LOG").unwrap_or_else(|| "info".into());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_filter) {
             problems.push(format!("RUST_LOG: {e}"));
+        }
+        let log_success_every: u64 =
+            parse_or(&mut problems, "SOKO_LOG_SUCCESS_EVERY", var("SOKO_LOG_SUCCESS_EVERY"), 1);
+        if !(1..=1_000_000).contains(&log_success_every) {
+            problems.push(format!("SOKO_LOG_SUCCESS_EVERY: {log_success_every} is outside 1..=1000000"));
         }
         let log_format = match var("SOKO_LOG_FORMAT").as_deref().map(str::to_ascii_lowercase).as_deref() {
             None => match env {
@@ -691,6 +699,7 @@ impl Config {
             cors_origins,
             log_filter,
             log_format,
+            log_success_every: log_success_every.max(1),
             db_pool_size,
             db_checkout_timeout: Duration::from_millis(checkout_ms),
             shutdown_timeout: Duration::from_secs(shutdown_secs),

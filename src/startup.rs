@@ -263,7 +263,7 @@ impl Application {
             // Connect unary calls become gRPC calls here, before every other layer sees them.
             .layer(crate::middleware::connect::ConnectLayer::new(config.max_upload_bytes))
             .layer(tonic_web::GrpcWebLayer::new())
-            .layer(RequestLogLayer)
+            .layer(RequestLogLayer::new(config.log_success_every))
             .layer(crate::middleware::client_fault::ClientFaultLayer)
             .layer(DeadlineLayer { default: config.limits.request_timeout })
             .layer(GateLayer::new(LoadShed::new(config.limits.max_concurrent_requests)))

@@ -102,7 +102,9 @@ impl Gate for Identify {
             }
         };
         // Named in the call's log line: an id, never a credential.
-        tracing::Span::current().record("caller", tracing::field::display(principal.audit_name()));
+        if let Some(slot) = request.extensions().get::<crate::middleware::request_log::CallerSlot>() {
+            slot.set(principal.audit_name());
+        }
         request.extensions_mut().insert(RequestContext { principal, client_ip, request_id });
         Ok(Admit::default())
     }

@@ -8,6 +8,10 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll, ready},
     time::Instant,
 };
@@ -31,6 +35,18 @@ pub const HANDLING_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
 
+/// Where the identify gate leaves the caller's name (an id, never a credential) for the call's
+/// log line. A field of the event rather than of the span: recording a span field after the
+/// span starts makes the JSON log layer parse and rewrite all its fields, on every call.
+#[derive(Debug, Clone, Default)]
+pub struct CallerSlot(Arc<OnceLock<String>>);
+
+impl CallerSlot {
+    pub fn set(&self, name: String) {
+        let _ = self.0.set(name);
+    }
+}
+
 /// Accepts caller-supplied ids of up to 128 characters of `[A-Za-z0-9._:-]`; anything else could
 /// forge or break log lines.
 fn caller_id(headers: &HeaderMap) -> Option<String> {
@@ -41,19 +57,32 @@ fn caller_id(headers: &HeaderMap) -> Option<String> {
     ok.then(|| raw.to_owned())
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RequestLogLayer;
+/// Successful calls since start, for sampling their log lines.
+static SUCCESSES: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLogLayer {
+    success_every: u64,
+}
+
+impl RequestLogLayer {
+    /// Logs one successful call in `success_every` (every one at 1); every other call always.
+    pub fn new(success_every: u64) -> Self {
+        Self { success_every: success_every.max(1) }
+    }
+}
 
 impl<S> Layer<S> for RequestLogLayer {
     type Service = RequestLog<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RequestLog { inner }
+        RequestLog { inner, success_every: self.success_every }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct RequestLog<S> {
     inner: S,
+    success_every: u64,
 }
 
 impl<S, B, ResBody> Service<http::Request<B>> for RequestLog<S>
@@ -73,34 +102,35 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let id = caller_id(request.headers()).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         request.extensions_mut().insert(RequestId(id.clone()));
-        let method = request.uri().path().to_owned();
-        // The caller is filled in by the identify gate, once it knows who is calling.
+        let caller = CallerSlot::default();
+        request.extensions_mut().insert(caller.clone());
+        let method = request.uri().path();
         let start = Instant::now();
-        let metric_method = crate::policy::metric_method(&method);
+        let metric_method = crate::policy::metric_method(method);
         // The `otel.*` and `rpc.*` fields only name the span in traces, so they are given (at
         // creation: recording a field later makes the JSON log layer re-parse the span's fields)
         // only when spans are exported. The name is bounded, as for the metrics.
         let traced = crate::telemetry::tracing_enabled();
+        // Every field it can have is given here: the JSON log layer parses and rewrites the
+        // span's fields each time one is recorded later.
+        let peer = peer_addr(request.extensions());
         let span = tracing::info_span!(
             crate::telemetry::CALL_SPAN,
             request_id = %id,
             method = %method,
             trace_id = tracing::field::Empty,
-            peer = tracing::field::Empty,
-            caller = tracing::field::Empty,
+            peer = peer.map(tracing::field::display),
             otel.name = traced.then_some(metric_method),
             otel.kind = traced.then_some("server"),
             rpc.system = traced.then_some("grpc"),
         );
-        if let Some(peer) = peer_addr(request.extensions()) {
-            span.record("peer", tracing::field::display(peer));
-        }
         if traced && let Some(trace_id) = crate::telemetry::continue_trace(&span, request.headers()) {
             span.record("trace_id", trace_id);
         }
         let future = span.in_scope(|| self.inner.call(request));
+        let success_every = self.success_every;
         Box::pin(async move {
-            let record = Record { span: span.clone(), request_id: id, start, metric_method };
+            let record = Record { span: span.clone(), request_id: id, start, metric_method, success_every, caller };
             let mut response = match future.instrument(span).await {
                 Ok(response) => response,
                 Err(e) => {
@@ -141,13 +171,16 @@ struct Record {
     start: Instant,
     /// The method as metrics label it (bounded, see [`crate::policy::metric_method`]).
     metric_method: &'static str,
+    success_every: u64,
+    caller: CallerSlot,
 }
 
 impl Record {
     /// One line per call. Its level follows the outcome: our failures at ERROR, dependency and
     /// time-outs at WARN, everything else (successes, and refusals of bad input, rate limits,
-    /// credentials) at INFO, since those are the client's doing. The request id, method, peer
-    /// and caller are fields of the call's span, so they are printed once.
+    /// credentials) at INFO, since those are the client's doing. The request id, method and peer
+    /// are fields of the call's span, so every line of the call carries them, once; the caller
+    /// is a field of this line.
     fn emit(self, status: &str, message: Option<&str>) {
         use tonic::Code;
         let elapsed = self.start.elapsed().as_secs_f64();
@@ -175,17 +208,27 @@ impl Record {
             );
             crate::telemetry::end_call_span(&self.span, code.map(|c| c as i32), failed);
         }
-        let status_name = code.map_or_else(|| status.to_owned(), |c| format!("{c:?}"));
+        // The canonical name, as the metrics label it; a status that is not a gRPC code (the
+        // client went away, a transport error) is printed as it is.
+        let status_name = if code.is_some() { code_label } else { status };
         let error = message.filter(|_| code != Some(Code::Ok)).unwrap_or_default();
+        // Unset when the call was refused before its caller was identified (load shed).
+        let caller = self.caller.0.get().map(String::as_str);
         match code {
             Some(Code::Internal | Code::Unknown | Code::DataLoss) => {
-                tracing::error!(status = %status_name, error, latency_ms, "rpc finished")
+                tracing::error!(status = status_name, caller, error, latency_ms, "rpc finished")
             }
             Some(Code::Unavailable | Code::DeadlineExceeded) => {
-                tracing::warn!(status = %status_name, error, latency_ms, "rpc finished")
+                tracing::warn!(status = status_name, caller, error, latency_ms, "rpc finished")
             }
-            Some(Code::Ok) => tracing::info!(status = %status_name, latency_ms, "rpc finished"),
-            _ => tracing::info!(status = %status_name, error, latency_ms, "rpc finished"),
+            Some(Code::Ok) => {
+                if self.success_every == 1
+                    || SUCCESSES.fetch_add(1, Ordering::Relaxed).is_multiple_of(self.success_every)
+                {
+                    tracing::info!(status = status_name, caller, latency_ms, "rpc finished")
+                }
+            }
+            _ => tracing::info!(status = status_name, caller, error, latency_ms, "rpc finished"),
         }
     }
 }

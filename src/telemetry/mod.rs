@@ -25,7 +25,11 @@ pub fn init(config: &Config) {
     // level does not empty the traces.
     let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = match config.log_format {
-        LogFormat::Json => fmt::layer().json().flatten_event(true).with_current_span(true).boxed(),
+        // The call's span once (`span`), not again in a list of every enclosing span: each copy
+        // costs a parse and a write of the span's fields on every line (issue 20).
+        LogFormat::Json => {
+            fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false).boxed()
+        }
         // Colour codes only for a terminal: piped into a file or a log shipper they are bytes of
         // noise on every line (issue 20).
         LogFormat::Pretty => {

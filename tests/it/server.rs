@@ -324,8 +324,8 @@ async fn each_calls_log_line_names_caller_peer_and_error_once() {
     };
     let ok = finished("/soko.catalog.v1.CatalogService/ListCategories");
     assert_eq!(ok["level"], "INFO");
-    assert_eq!(ok["status"], "Ok");
-    assert_eq!(ok["span"]["caller"], format!("user:{user_id}"), "{ok}");
+    assert_eq!(ok["status"], "OK", "the canonical name, as in the metrics");
+    assert_eq!(ok["caller"], format!("user:{user_id}"), "{ok}");
     assert!(ok["span"]["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{ok}");
     assert!(ok.get("error").is_none(), "no error on success: {ok}");
     // Printed once: on the span, not again on the event.
@@ -334,10 +334,29 @@ async fn each_calls_log_line_names_caller_peer_and_error_once() {
 
     let refused = finished("/soko.catalog.v1.CatalogService/GetProduct");
     assert_eq!(refused["level"], "INFO", "a client's bad input is not our failure: {refused}");
-    assert_eq!(refused["status"], "InvalidArgument");
+    assert_eq!(refused["status"], "INVALID_ARGUMENT");
     assert_eq!(refused["error"], bad.message(), "{refused}");
     let line = refused.to_string();
     assert!(!line.contains(&token) && !line.contains("password-123"), "no secrets: {line}");
+}
+
+/// A busy server may log one successful call in N; failures are always logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successful_calls_can_be_sampled_and_failures_never_are() {
+    let mut soko = common::process::SokoProcess::start(&[("SOKO_LOG_SUCCESS_EVERY", "3")]).await;
+    let mut catalog = soko::proto::catalog::catalog_service_client::CatalogServiceClient::new(soko.channel().await);
+    for _ in 0..9 {
+        catalog.list_categories(pb::ListCategoriesRequest {}).await.unwrap();
+    }
+    for _ in 0..2 {
+        let request = pb::GetProductRequest { id: "not-an-id".into(), ..Default::default() };
+        catalog.get_product(request).await.unwrap_err();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    soko.stop();
+    let lines = soko.lines();
+    let count = |status: &str| lines.iter().filter(|l| l["message"] == "rpc finished" && l["status"] == status).count();
+    assert_eq!((count("OK"), count("INVALID_ARGUMENT")), (3, 2), "{lines:#?}");
 }
 
 /// Every metric the alert rules in `deploy/prometheus/soko-rules.yml` read is one the server
