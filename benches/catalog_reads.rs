@@ -342,7 +342,10 @@ async fn main() -> anyhow::Result<()> {
         Case::new("ListProducts 20, 1024 streams", LIST_PRODUCTS, list, false, 64, 16),
     ];
     println!("{rounds} rounds, {seconds} s per case and server; soko and bare alternate");
-    println!("{:<36} {:>5} {:>10} {:>10} {:>7} soko's answers other than OK", "case", "round", "soko/s", "bare/s", "ratio");
+    println!(
+        "{:<36} {:>5} {:>10} {:>10} {:>7} soko's answers other than OK",
+        "case", "round", "soko/s", "bare/s", "ratio"
+    );
     let mut summary = Vec::new();
     for case in &cases {
         let body = dir.join(case.body);
