@@ -129,6 +129,8 @@ pub struct AuthConfig {
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     pub password_hash_concurrency: usize,
+    /// `SOKO_PASSWORD_HASH_MAX_WAIT_MS`: the longest a sign-in may wait for a hashing slot.
+    pub password_hash_max_wait: Duration,
 }
 
 /// A rate-limit quota: `limit` calls per `period`, of which up to `burst` may come at once.
@@ -478,6 +480,14 @@ impl Config {
         if !(1..=64).contains(&password_hash_concurrency) {
             problems.push(format!("SOKO_PASSWORD_HASH_CONCURRENCY: {password_hash_concurrency} is outside 1..=64"));
         }
+        // One second: a sign-in waiting longer than that for its turn is better told at once
+        // when to retry (RESOURCE_EXHAUSTED with RetryInfo). At OWASP's parameters that is some
+        // tens of hashes per core queued: enough to absorb a burst, too few to build up seconds.
+        let hash_wait_ms: u64 =
+            parse_or(&mut problems, "SOKO_PASSWORD_HASH_MAX_WAIT_MS", var("SOKO_PASSWORD_HASH_MAX_WAIT_MS"), 1000);
+        if !(1..=60_000).contains(&hash_wait_ms) {
+            problems.push(format!("SOKO_PASSWORD_HASH_MAX_WAIT_MS: {hash_wait_ms} is outside 1..=60000"));
+        }
         let jwt_key_id = var("SOKO_JWT_KEY_ID").unwrap_or_else(|| "soko-1".into());
         // A rotation: the old secret under its old key id, accepted (never used to sign) until
         // the tokens it signed have expired.
@@ -515,6 +525,7 @@ impl Config {
             access_token_ttl: Duration::from_secs(access_secs),
             refresh_token_ttl: Duration::from_secs(refresh_secs),
             password_hash_concurrency,
+            password_hash_max_wait: Duration::from_millis(hash_wait_ms),
         };
 
         let quota = |problems: &mut Vec<String>, key: &str, default: &str| -> Quota {

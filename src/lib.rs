@@ -1,5 +1,6 @@
 //! Soko: a marketplace backend served over gRPC.
 
+pub mod admission;
 pub mod api;
 pub mod backup;
 pub mod breaker;

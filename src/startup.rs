@@ -74,7 +74,7 @@ pub enum RunError {
 /// Account services built from the configuration: shared by the server and the CLI.
 pub fn accounts(config: &Config, db: &Db) -> Accounts {
     let auth = &config.auth;
-    let hasher = PasswordHasher::new(auth.password_hash_concurrency, Duration::from_secs(10));
+    let hasher = PasswordHasher::new(auth.password_hash_concurrency, auth.password_hash_max_wait);
     let mut tokens = TokenKeys::new(
         auth.jwt_secret.expose(),
         &auth.jwt_key_id,

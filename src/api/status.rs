@@ -59,6 +59,18 @@ impl From<Error> for Status {
                 }
                 status
             }
+            Error::Overloaded { work, retry_after } => {
+                metrics::counter!("soko_requests_overloaded_total", "work" => work).increment(1);
+                let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+                details.set_error_info("OVERLOADED", ERROR_DOMAIN, [("work".into(), work.into())]);
+                let message = format!("too many {work} at once; retry after {} ms", retry_after.as_millis());
+                let mut status = Status::with_error_details(Code::ResourceExhausted, message, details);
+                let seconds = retry_after.as_secs_f64().ceil() as u64;
+                if let Ok(value) = seconds.max(1).to_string().parse() {
+                    status.metadata_mut().insert("retry-after", value);
+                }
+                status
+            }
             Error::Busy(why) => {
                 let details = ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1)));
                 Status::with_error_details(Code::Unavailable, why, details)

@@ -85,7 +85,7 @@ pub struct Accounts {
 
 fn password_error(e: PasswordError) -> Error {
     match e {
-        PasswordError::Busy => Error::Busy("too many sign-ins at once; retry shortly"),
+        PasswordError::Busy { retry_after } => Error::Overloaded { work: "sign-ins", retry_after },
         other => Error::Unexpected(anyhow::Error::new(other)),
     }
 }

@@ -38,6 +38,10 @@ pub enum Error {
     /// A dependency other than storage is saturated or down; retry later.
     #[error("{0}")]
     Busy(&'static str),
+    /// Expensive work (`work`, e.g. sign-ins) is queued beyond what can be done in time; the
+    /// caller may retry after the delay.
+    #[error("too many {work} at once")]
+    Overloaded { work: &'static str, retry_after: std::time::Duration },
     /// A dependency other than storage failed; the caller may retry later. The source is logged,
     /// never shown.
     #[error("{dependency} unavailable")]

@@ -1,18 +1,20 @@
 //! Password hashing with Argon2id at OWASP's parameters (m = 19456 KiB, t = 2, p = 1).
 //!
 //! Each hash takes ~19 MiB and tens of milliseconds of CPU, so hashing runs on blocking threads
-//! behind a semaphore: a login flood queues here instead of exhausting memory or starving the
-//! async workers that serve every other call (health included).
+//! behind admission control ([`crate::admission`]): a login flood is admitted as far as the
+//! hashes ahead can be done within a short wait and the call's deadline, and refused at once
+//! beyond that, instead of exhausting memory, starving the async workers that serve every other
+//! call (health included), or queueing sign-ins for seconds.
 
-use std::{sync::Arc, time::Duration};
-
-use std::sync::Mutex;
-
-use argon2::{Algorithm, Argon2, Block, Params, Version};
-use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
-use tokio::sync::Semaphore;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use super::secrets::constant_time_eq;
+use crate::admission::Admission;
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
 
 const M_COST_KIB: u32 = 19_456;
 const T_COST: u32 = 2;
@@ -22,9 +24,10 @@ const SALT_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
-    /// Too many hashes are queued; the caller should retry later.
+    /// The hashes queued ahead would not be done in time; retrying after `retry_after` is
+    /// likely to be admitted.
     #[error("password hashing is saturated")]
-    Busy,
+    Busy { retry_after: Duration },
     #[error("stored password hash is malformed")]
     Malformed,
     #[error("password hashing failed: {0}")]
@@ -34,26 +37,29 @@ pub enum PasswordError {
 /// Hashes and verifies passwords with bounded concurrency.
 #[derive(Clone)]
 pub struct PasswordHasher {
-    permits: Arc<Semaphore>,
+    admission: Admission,
     /// Argon2 working memory, reused across hashes: allocating 19 MiB afresh on whichever blocking
     /// thread runs each hash leaves the allocator holding far more than the permits allow.
     buffers: Arc<Mutex<Vec<Vec<Block>>>>,
-    queue_timeout: Duration,
     params: (u32, u32, u32),
 }
 
+/// What a hash is assumed to take until one has been measured: OWASP's parameters take tens of
+/// milliseconds on a server core; assuming more refuses a little early at start, never late.
+const EXPECTED_HASH_TIME: Duration = Duration::from_millis(100);
+
 impl PasswordHasher {
-    /// `concurrency` hashes run at once; a call waits at most `queue_timeout` for its turn.
-    pub fn new(concurrency: usize, queue_timeout: Duration) -> Self {
-        Self::with_params(concurrency, queue_timeout, (M_COST_KIB, T_COST, P_COST))
+    /// `concurrency` hashes run at once; a call waits at most `max_wait` for its turn (less when
+    /// its deadline is nearer).
+    pub fn new(concurrency: usize, max_wait: Duration) -> Self {
+        Self::with_params(concurrency, max_wait, (M_COST_KIB, T_COST, P_COST))
     }
 
     /// Cheaper parameters, for tests that create many accounts.
-    pub fn with_params(concurrency: usize, queue_timeout: Duration, params: (u32, u32, u32)) -> Self {
+    pub fn with_params(concurrency: usize, max_wait: Duration, params: (u32, u32, u32)) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            admission: Admission::new("password_hash", concurrency, max_wait, EXPECTED_HASH_TIME),
             buffers: Arc::new(Mutex::new(Vec::new())),
-            queue_timeout,
             params,
         }
     }
@@ -90,13 +96,14 @@ impl PasswordHasher {
         salt: Vec<u8>,
         (m, t, p): (u32, u32, u32),
     ) -> Result<Vec<u8>, PasswordError> {
-        let permit = tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
+        let admitted = self
+            .admission
+            .admit(crate::middleware::deadline::remaining())
             .await
-            .map_err(|_| PasswordError::Busy)?
-            .map_err(|_| PasswordError::Busy)?;
+            .map_err(|refused| PasswordError::Busy { retry_after: refused.retry_after })?;
         let buffers = self.buffers.clone();
         tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let _admitted = admitted;
             let params = Params::new(m, t, p, Some(HASH_LEN)).map_err(|e| PasswordError::Internal(e.to_string()))?;
             let blocks = params.block_count();
             // At most one buffer per permit exists, since a buffer is only out while its permit is.
