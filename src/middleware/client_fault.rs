@@ -5,6 +5,11 @@
 //! tonic decodes is the request, so these answers are re-labelled INVALID_ARGUMENT, keeping the
 //! original text. The one exception is the gRPC spec's own: a compressed flag with no
 //! `grpc-encoding` MUST answer INTERNAL, so it stays.
+//!
+//! A client that goes away before its request has been read (it reset the stream or closed the
+//! connection) reaches tonic as a body error, which it calls UNKNOWN. Nobody receives that
+//! answer, but logs, metrics and error tracking do, so it is re-labelled CANCELLED: the client's
+//! doing, not a server failure.
 
 use std::{
     future::Future,
@@ -25,6 +30,10 @@ const CLIENT_FAULTS: &[&str] = &[
     "Error decompressing",
     "tonic-web: ",
 ];
+
+/// The text of hyper's body error when the client reset the stream or dropped the connection
+/// mid-request (tonic 0.14, hyper 1), as tonic passes it on under UNKNOWN.
+const CLIENT_GONE: &str = "h2 protocol error: error reading a body from connection";
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ClientFaultLayer;
@@ -64,16 +73,22 @@ where
     }
 }
 
-/// Rewrites a trailers-only INTERNAL answer that is one of tonic's request rejections.
+/// Rewrites a trailers-only INTERNAL answer that is one of tonic's request rejections, and an
+/// UNKNOWN one that says the client went away.
 fn relabel(headers: &mut HeaderMap) {
-    if headers.get("grpc-status").is_none_or(|v| v.as_bytes() != b"13") {
+    if headers.get("grpc-status").is_none_or(|v| v.as_bytes() != b"13" && v.as_bytes() != b"2") {
         return;
     }
     let Some(status) = Status::from_header_map(headers) else { return };
-    if status.code() != Code::Internal || !CLIENT_FAULTS.iter().any(|p| status.message().starts_with(p)) {
-        return;
-    }
-    let relabelled = Status::invalid_argument(format!("the request is malformed: {}", status.message()));
+    let relabelled = match status.code() {
+        Code::Internal if CLIENT_FAULTS.iter().any(|p| status.message().starts_with(p)) => {
+            Status::invalid_argument(format!("the request is malformed: {}", status.message()))
+        }
+        Code::Unknown if status.message().starts_with(CLIENT_GONE) => {
+            Status::cancelled(format!("the client went away before its request was read: {}", status.message()))
+        }
+        _ => return,
+    };
     headers.remove("grpc-status");
     headers.remove("grpc-message");
     headers.remove("grpc-status-details-bin");
@@ -99,12 +114,18 @@ mod tests {
         assert_eq!(cut.code(), Code::InvalidArgument);
         assert!(cut.message().ends_with("Unexpected EOF decoding stream."), "{cut:?}");
 
+        let mut gone =
+            answer(&Status::unknown(format!("{CLIENT_GONE}: stream error received: not a result of an error")));
+        relabel(&mut gone);
+        assert_eq!(Status::from_header_map(&gone).unwrap().code(), Code::Cancelled);
+
         for kept in [
             Status::internal("a real bug"),
             Status::internal(
                 "protocol error: received message with compressed-flag but no grpc-encoding was specified",
             ),
             Status::unavailable("Unexpected EOF decoding stream."),
+            Status::unknown("something else unknown"),
         ] {
             let mut headers = answer(&kept);
             relabel(&mut headers);

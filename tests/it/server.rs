@@ -340,6 +340,38 @@ async fn each_calls_log_line_names_caller_peer_and_error_once() {
     assert!(!line.contains(&token) && !line.contains("password-123"), "no secrets: {line}");
 }
 
+/// A client that goes away halfway through sending its request is the client's doing: counted
+/// and logged as CANCELLED at INFO, not as an UNKNOWN server failure at ERROR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_mid_request_is_cancelled_not_a_server_error() {
+    let mut soko = common::process::SokoProcess::start(&[]).await;
+    let tcp = tokio::net::TcpStream::connect(soko.grpc).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = ::http::Request::post(format!("http://{}/soko.catalog.v1.CatalogService/GetProduct", soko.grpc))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (_response, mut body) = client.send_request(request, false).unwrap();
+    // A frame header announcing 100 bytes, and then nothing: the server waits in the body.
+    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 100, 1, 2]), false).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop((client, body));
+    connection.abort();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let metrics = soko.metrics().await;
+    let get = "method=\"/soko.catalog.v1.CatalogService/GetProduct\"";
+    let counted = |code: &str| metrics.lines().any(|l| l.contains(get) && l.contains(&format!("code=\"{code}\"")));
+    assert!(counted("CANCELLED") && !counted("UNKNOWN"), "{metrics}");
+    soko.stop();
+    let lines = soko.lines();
+    let line = lines.iter().find(|l| l["message"] == "rpc finished").expect("the call's line");
+    assert_eq!((line["level"].as_str(), line["status"].as_str()), (Some("INFO"), Some("CANCELLED")), "{line}");
+}
+
 /// A busy server may log one successful call in N; failures are always logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn successful_calls_can_be_sampled_and_failures_never_are() {
