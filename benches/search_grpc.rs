@@ -241,7 +241,7 @@ async fn main() -> anyhow::Result<()> {
     // The bare server's own index, fed from the same outbox (no snapshots).
     let engine = SearchEngine::new(db, dim, config.hnsw, None, SearchCache::new(config.search_cache_ttl, None));
     tokio::spawn(engine.clone().follow(std::future::pending()));
-    let embedder = soko::embed::from_config(&config.embedder, dim)?;
+    let embedder = soko::embed::from_config(&config.embedder, dim, config.image_embed_max_wait)?;
     let bare_addr = serve_bare(SearchApi::new(engine, embedder)).await?;
 
     let probe = pb::SearchByVectorRequest { vector: mixture.sample(), top_k: 10, ..Default::default() };

@@ -274,6 +274,9 @@ pub struct Config {
     pub max_upload_bytes: usize,
     pub embedding_dim: usize,
     pub embedder: EmbedderConfig,
+    /// `SOKO_IMAGE_EMBED_MAX_WAIT_MS`: the longest an image search may wait for a decoding slot
+    /// of the builtin embedder.
+    pub image_embed_max_wait: Duration,
     pub migrate_on_start: bool,
     pub auth: AuthConfig,
     pub rate_limits: RateLimitConfig,
@@ -416,6 +419,13 @@ impl Config {
             parse_or(&mut problems, "SOKO_EMBEDDER_TIMEOUT_MS", var("SOKO_EMBEDDER_TIMEOUT_MS"), 3000);
         if !(10..=60_000).contains(&embedder_timeout_ms) {
             problems.push(format!("SOKO_EMBEDDER_TIMEOUT_MS: {embedder_timeout_ms} is outside 10..=60000"));
+        }
+        // Two seconds: a photo search is a person waiting, who will try again rather than wait
+        // longer; at a few hundred milliseconds a decode, that is a few rounds per core queued.
+        let image_wait_ms: u64 =
+            parse_or(&mut problems, "SOKO_IMAGE_EMBED_MAX_WAIT_MS", var("SOKO_IMAGE_EMBED_MAX_WAIT_MS"), 2000);
+        if !(1..=60_000).contains(&image_wait_ms) {
+            problems.push(format!("SOKO_IMAGE_EMBED_MAX_WAIT_MS: {image_wait_ms} is outside 1..=60000"));
         }
         let embedder = match var("SOKO_EMBEDDER").as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("builtin") => EmbedderConfig::Builtin,
@@ -718,6 +728,7 @@ impl Config {
             max_upload_bytes,
             embedding_dim,
             embedder,
+            image_embed_max_wait: Duration::from_millis(image_wait_ms),
             migrate_on_start,
             auth,
             rate_limits,

@@ -205,7 +205,10 @@ async fn serve(config: Config, demo: bool) -> ExitCode {
         }
     };
     if demo {
-        let embedder = match soko::embed::from_config(&embedder_config, embedding_dim) {
+        // Seeding embeds one picture at a time and nobody is waiting on a deadline: no need to
+        // refuse, however slow the machine.
+        let seeding_wait = std::time::Duration::from_secs(60);
+        let embedder = match soko::embed::from_config(&embedder_config, embedding_dim, seeding_wait) {
             Ok(embedder) => embedder,
             Err(e) => {
                 tracing::error!(error = format!("{e:#}"), "setting up the image embedder for the demo failed");

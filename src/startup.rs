@@ -198,7 +198,7 @@ impl Application {
             redis.clone().map(|link| (link, config.rate_limits.key_prefix.clone())),
         ));
         search.listen(product_cache.clone());
-        let embedder = crate::embed::from_config(&config.embedder, config.embedding_dim)
+        let embedder = crate::embed::from_config(&config.embedder, config.embedding_dim, config.image_embed_max_wait)
             .context("setting up the image embedder")?;
         tracing::info!(embedder = embedder.name(), dim = embedder.dim(), "image embedder configured");
         let audit = Audit::new(db.clone());

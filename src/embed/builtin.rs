@@ -12,13 +12,13 @@
 //! Lindenstrauss). Either way the map is deterministic: product embeddings computed with this
 //! embedder on one machine match queries on another.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
 use image::{DynamicImage, RgbaImage};
-use tokio::sync::Semaphore;
 
 use super::{EmbedError, Embedder, open};
+use crate::admission::Admission;
 
 /// Images are reduced to fit this square before features are taken: enough for colour layout
 /// and coarse texture, and cheap whatever the original size.
@@ -56,15 +56,27 @@ pub struct BuiltinEmbedder {
     /// `dim × FEATURES`, row-major, when `dim < FEATURES`.
     projection: Option<Arc<[f32]>>,
     /// Decoding a 40-megapixel image takes a CPU for a while and up to 160 MB: bound how many
-    /// run at once so big images can't take every blocking thread or the memory.
-    permits: Arc<Semaphore>,
+    /// run at once so big images can't take every blocking thread or the memory, and refuse at
+    /// once what the queue could not decode in time ([`crate::admission`]).
+    admission: Admission,
 }
+
+/// What a decode is assumed to take until one has been measured.
+const EXPECTED_DECODE_TIME: Duration = Duration::from_millis(200);
+/// The longest a call waits for a decoding slot when nothing else is configured.
+const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(2);
 
 impl BuiltinEmbedder {
     pub fn new(dim: usize) -> Self {
+        Self::with_max_wait(dim, DEFAULT_MAX_WAIT)
+    }
+
+    /// A call waits at most `max_wait` (less when its deadline is nearer) for a decoding slot.
+    pub fn with_max_wait(dim: usize, max_wait: Duration) -> Self {
         let projection = (dim < FEATURES).then(|| projection(dim));
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
-        Self { dim, projection, permits: Arc::new(Semaphore::new(cores.clamp(1, 4))) }
+        let admission = Admission::new("image_embed", cores.clamp(1, 4), max_wait, EXPECTED_DECODE_TIME);
+        Self { dim, projection, admission }
     }
 
     /// The embedding of an image, computed on the calling thread (blocking; tests and tools use
@@ -104,11 +116,15 @@ impl Embedder for BuiltinEmbedder {
 
     fn embed_image(&self, image: Vec<u8>) -> BoxFuture<'_, Result<Vec<f32>, EmbedError>> {
         Box::pin(async move {
-            // The permit goes with the work: a caller that gives up does not free it early.
-            let permit = self.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+            // The slot goes with the work: a caller that gives up does not free it early.
+            let admitted = self
+                .admission
+                .admit(crate::middleware::deadline::remaining())
+                .await
+                .map_err(|refused| EmbedError::Overloaded { retry_after: refused.retry_after })?;
             let this = self.clone();
             tokio::task::spawn_blocking(move || {
-                let _permit = permit;
+                let _admitted = admitted;
                 this.embed_blocking(&image)
             })
             .await

@@ -42,6 +42,10 @@ pub enum EmbedError {
     /// may be retried later. The source is for the log, not the caller.
     #[error("the image embedder is unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// Too many images are queued for decoding to be done in time; retrying after
+    /// `retry_after` is likely to be admitted.
+    #[error("too many images are being decoded")]
+    Overloaded { retry_after: std::time::Duration },
     /// A bug on our side, e.g. a panic while decoding.
     #[error(transparent)]
     Internal(anyhow::Error),
@@ -65,9 +69,14 @@ pub trait Embedder: Send + Sync {
 }
 
 /// The embedder the configuration asks for.
-pub fn from_config(config: &EmbedderConfig, dim: usize) -> anyhow::Result<Arc<dyn Embedder>> {
+/// `max_wait` bounds how long a call waits for the builtin embedder's decoding slots.
+pub fn from_config(
+    config: &EmbedderConfig,
+    dim: usize,
+    max_wait: std::time::Duration,
+) -> anyhow::Result<Arc<dyn Embedder>> {
     Ok(match config {
-        EmbedderConfig::Builtin => Arc::new(builtin::BuiltinEmbedder::new(dim)),
+        EmbedderConfig::Builtin => Arc::new(builtin::BuiltinEmbedder::with_max_wait(dim, max_wait)),
         EmbedderConfig::Remote { url, timeout } => Arc::new(remote::RemoteEmbedder::new(&url.0, *timeout, dim)?),
     })
 }

@@ -43,6 +43,7 @@ impl SearchEngine {
             Err(EmbedError::InvalidImage(_)) => "invalid_image",
             Err(EmbedError::Unavailable(_)) => "unavailable",
             Err(EmbedError::Internal(_)) => "error",
+            Err(EmbedError::Overloaded { .. }) => "overloaded",
         };
         metrics::histogram!("soko_image_embed_seconds", "embedder" => embedder.name(), "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
@@ -50,6 +51,7 @@ impl SearchEngine {
             EmbedError::InvalidImage(why) => Error::invalid("image", why),
             EmbedError::Unavailable(source) => Error::DependencyUnavailable { dependency: "image embedder", source },
             EmbedError::Internal(source) => Error::Unexpected(source),
+            EmbedError::Overloaded { retry_after } => Error::Overloaded { work: "image searches", retry_after },
         })?;
         self.search_by_vector(&VectorRequest { vector, top_k: request.top_k, filter: request.filter }).await
     }

@@ -415,3 +415,50 @@ async fn a_photo_of_a_demo_product_finds_it_first() {
         assert!(first.score > 0.9, "{name}: score {}", first.score);
     }
 }
+
+/// A burst of large photos beyond what the decoders can get through within the bound: the rest
+/// are refused at once with when to retry, never queued until they time out, and the server
+/// stays well (issue 23).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_large_photos_is_admitted_up_to_the_bound_and_the_rest_refused_at_once() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[("SOKO_IMAGE_EMBED_MAX_WAIT_MS", "300"), ("SOKO_RATE_LIMIT_SEARCH", "100000/min")],
+    )
+    .await;
+    wait_until_ready(&app).await;
+    // 2000×2000 of smooth colour: a JPEG of a few hundred kilobytes that takes a while to decode.
+    let large = RgbImage::from_fn(2000, 2000, |x, y| Rgb([(x / 8) as u8, (y / 8) as u8, ((x + y) / 16) as u8]));
+    let jpeg = encode(&large, ImageFormat::Jpeg);
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let (mut client, request) = (SearchServiceClient::new(app.channel.clone()), by_image(jpeg.clone()));
+            tokio::spawn(async move {
+                let asked = Instant::now();
+                let answer = client.search_by_image(request).await;
+                (answer.map(|_| ()), asked.elapsed())
+            })
+        })
+        .collect();
+    let (mut admitted, mut refused) = (0, Vec::new());
+    for call in calls {
+        match call.await.unwrap() {
+            (Ok(()), _) => admitted += 1,
+            (Err(s), took) if s.code() == Code::ResourceExhausted => {
+                assert!(s.message().contains("too many image searches"), "{s:?}");
+                let retry = s.get_error_details().retry_info().and_then(|r| r.retry_delay);
+                assert!(retry.is_some_and(|d| d > Duration::ZERO), "RetryInfo: {s:?}");
+                refused.push(took);
+            }
+            (Err(s), _) => panic!("an image search under load failed with {s:?}"),
+        }
+    }
+    refused.sort();
+    println!("16 large photos at once: {admitted} admitted, {} refused after {refused:?}", refused.len());
+    assert!(admitted >= 1 && !refused.is_empty(), "{admitted} admitted, refused after {refused:?}");
+    // Immediate at the server; this bound leaves room for the rest of the suite alongside.
+    assert!(refused[refused.len() / 2] < Duration::from_millis(250), "refusals took {refused:?}");
+    // Once the burst is over, a photo is searched again.
+    let mut client = SearchServiceClient::new(app.channel.clone());
+    client.search_by_image(by_image(encode(&photo([200, 40, 40], 1), ImageFormat::Png))).await.expect("after");
+}
