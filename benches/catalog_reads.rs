@@ -21,6 +21,9 @@
 //! ```
 //! Needs `h2load` (Debian: `apt-get install nghttp2-client`) and `taskset`.
 
+#[path = "support/soko.rs"]
+mod support;
+
 use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
@@ -144,20 +147,8 @@ impl Server {
             .stdout(std::fs::File::create(&log)?)
             .stderr(Stdio::null())
             .spawn()?;
-        let started = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let serving = text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|l| l["message"] == "soko is serving");
-            if let Some(line) = serving {
-                let addr = |key: &str| line[key].as_str().unwrap_or_default().to_owned();
-                return Ok(Self { child, addr: addr("grpc"), ops: Some(addr("ops")) });
-            }
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "soko did not start: {text}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (addr, ops) = support::wait_until_serving(&log, Duration::from_secs(60))?;
+        Ok(Self { child, addr, ops: Some(ops) })
     }
 
     fn bare(canned: &std::path::Path) -> anyhow::Result<Self> {
@@ -175,11 +166,7 @@ impl Server {
     /// Calls Soko answered with each code other than OK, over its life.
     async fn errors(&self) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
         let Some(ops) = &self.ops else { return Ok(Default::default()) };
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(ops).await?;
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: soko\r\nConnection: close\r\n\r\n").await?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await?;
+        let body = support::metrics(ops).await?;
         let mut codes = std::collections::BTreeMap::new();
         for line in body.lines().filter(|l| l.starts_with("soko_grpc_server_handled_total{")) {
             let code = line.split("code=\"").nth(1).and_then(|c| c.split('"').next()).unwrap_or_default();

@@ -15,6 +15,9 @@
 //! SOKO_BENCH_ROUNDS=3 SOKO_BENCH_CALLS=10000 SOKO_BENCH_VARIANTS=off,on cargo bench --bench tracing
 //! ```
 
+#[path = "support/soko.rs"]
+mod support;
+
 use std::{
     process::{Child, Command, Stdio},
     sync::{
@@ -96,30 +99,14 @@ impl Server {
             other => anyhow::bail!("unknown variant {other}"),
         }
         let child = command.spawn()?;
-        let started = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let serving = text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|l| l["message"] == "soko is serving");
-            if let Some(line) = serving {
-                let addr = |key: &str| line[key].as_str().unwrap_or_default().to_owned();
-                return Ok(Self { child, dir, grpc: addr("grpc"), ops: addr("ops") });
-            }
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "soko did not start: {text}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (grpc, ops) = support::wait_until_serving(&log, Duration::from_secs(30))?;
+        Ok(Self { child, dir, grpc, ops })
     }
 
     /// The value of one counter line of `/metrics` (0 when absent).
     async fn counter(&self, prefix: &str) -> anyhow::Result<f64> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(&self.ops).await?;
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: soko\r\nConnection: close\r\n\r\n").await?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await?;
-        Ok(body
+        Ok(support::metrics(&self.ops)
+            .await?
             .lines()
             .filter(|l| l.starts_with(prefix))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

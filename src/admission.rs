@@ -17,6 +17,22 @@ use std::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+tokio::task_local! {
+    /// When the call being served must have answered by.
+    static CALL_DEADLINE: tokio::time::Instant;
+}
+
+/// Runs `call` with its deadline known to every admission decision made inside it (the deadline
+/// layer wraps each call in this).
+pub fn within_deadline<F: Future>(ends: tokio::time::Instant, call: F) -> impl Future<Output = F::Output> {
+    CALL_DEADLINE.scope(ends, call)
+}
+
+/// How long the call being served has left; None outside a call.
+fn remaining() -> Option<Duration> {
+    CALL_DEADLINE.try_with(|ends| ends.saturating_duration_since(tokio::time::Instant::now())).ok()
+}
+
 /// One class of expensive work and its queue.
 #[derive(Clone)]
 pub struct Admission {
@@ -72,7 +88,8 @@ impl Admission {
 
     /// Admits the call now, or once the work ahead of it is done if that is soon enough: within
     /// the class's bound and before the call's deadline, leaving time for its own service.
-    pub async fn admit(&self, deadline: Option<Duration>) -> Result<Admitted, Refused> {
+    pub async fn admit(&self) -> Result<Admitted, Refused> {
+        let deadline = remaining();
         let inner = &self.inner;
         let service = self.service_time();
         let admitted = |permit| {
@@ -137,7 +154,7 @@ mod tests {
             let admission = admission.clone();
             calls.push(tokio::spawn(async move {
                 let asked = Instant::now();
-                match admission.admit(None).await {
+                match admission.admit().await {
                     Ok(work) => {
                         tokio::time::sleep(Duration::from_millis(40)).await;
                         drop(work);
@@ -169,9 +186,10 @@ mod tests {
     #[tokio::test]
     async fn a_call_whose_deadline_is_too_near_is_refused_rather_than_left_to_time_out() {
         let admission = Admission::new("test", 1, Duration::from_secs(5), Duration::from_millis(100));
-        let _busy = admission.admit(None).await.unwrap();
+        let _busy = admission.admit().await.unwrap();
         let asked = Instant::now();
-        assert!(admission.admit(Some(Duration::from_millis(150))).await.is_err());
+        let ends = tokio::time::Instant::now() + Duration::from_millis(150);
+        assert!(within_deadline(ends, admission.admit()).await.is_err());
         assert!(asked.elapsed() < Duration::from_millis(50));
     }
 }

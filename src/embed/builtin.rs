@@ -119,7 +119,7 @@ impl Embedder for BuiltinEmbedder {
             // The slot goes with the work: a caller that gives up does not free it early.
             let admitted = self
                 .admission
-                .admit(crate::middleware::deadline::remaining())
+                .admit()
                 .await
                 .map_err(|refused| EmbedError::Overloaded { retry_after: refused.retry_after })?;
             let this = self.clone();

@@ -16,17 +16,6 @@ use tower::{Layer, Service};
 /// status instead of timing out on its side.
 const CLIENT_DEADLINE_MARGIN: Duration = Duration::from_millis(5);
 
-tokio::task_local! {
-    /// When the call being served must have answered by.
-    static CALL_DEADLINE: tokio::time::Instant;
-}
-
-/// How long the call being served has left, inside a call (None outside one): what admission
-/// control weighs a queue's wait against.
-pub fn remaining() -> Option<Duration> {
-    CALL_DEADLINE.try_with(|ends| ends.saturating_duration_since(tokio::time::Instant::now())).ok()
-}
-
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
 pub fn parse_grpc_timeout(raw: &str) -> Option<Duration> {
     let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
@@ -86,7 +75,8 @@ where
             .map(|d| d.saturating_sub(CLIENT_DEADLINE_MARGIN));
         let deadline = client.map_or(self.default, |c| c.min(self.default));
         let ends = tokio::time::Instant::now() + deadline;
-        let mut future = Box::pin(CALL_DEADLINE.scope(ends, self.inner.call(request)));
+        // Admission control inside the call weighs a queue's wait against the time it has left.
+        let mut future = Box::pin(crate::admission::within_deadline(ends, self.inner.call(request)));
         Box::pin(async move {
             tokio::select! {
                 result = &mut future => result,

@@ -96,11 +96,8 @@ impl PasswordHasher {
         salt: Vec<u8>,
         (m, t, p): (u32, u32, u32),
     ) -> Result<Vec<u8>, PasswordError> {
-        let admitted = self
-            .admission
-            .admit(crate::middleware::deadline::remaining())
-            .await
-            .map_err(|refused| PasswordError::Busy { retry_after: refused.retry_after })?;
+        let admitted =
+            self.admission.admit().await.map_err(|refused| PasswordError::Busy { retry_after: refused.retry_after })?;
         let buffers = self.buffers.clone();
         tokio::task::spawn_blocking(move || {
             let _admitted = admitted;
