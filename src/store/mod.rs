@@ -213,10 +213,15 @@ where
 }
 
 /// Opens a SQLite file in WAL mode with full durability: a crash after commit never loses a write.
+///
+/// The busy timeout comes first: `journal_mode` needs a lock too, and without a timeout it fails
+/// at once with "database is locked" while another connection holds one, e.g. while the last
+/// connection of a server that just stopped checkpoints the WAL on close (seen in CI when a
+/// test restarted a server on the same file).
 async fn setup_sqlite(path: String) -> diesel::ConnectionResult<Sqlite> {
     let mut conn = Sqlite::establish(&path).await?;
     conn.batch_execute(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+        "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
     )
     .await
     .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
