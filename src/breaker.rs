@@ -137,6 +137,7 @@ impl CircuitBreaker {
         metrics::gauge!("soko_circuit_breaker_state", "dependency" => self.dependency).set(BreakerState::Open.gauge());
         if was == BreakerState::Closed {
             metrics::counter!("soko_circuit_breaker_opened_total", "dependency" => self.dependency).increment(1);
+            crate::telemetry::sentry::capture_breaker_opened(self.dependency, &error.to_string());
             tracing::warn!(
                 dependency = self.dependency,
                 failures,

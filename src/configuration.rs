@@ -16,6 +16,15 @@ pub enum Environment {
     Production,
 }
 
+impl Environment {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Production => "production",
+        }
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -296,6 +305,8 @@ pub struct Config {
     pub backups: crate::backup::BackupConfig,
     /// Trace export over OTLP/gRPC; `None` unless an OTLP endpoint is set.
     pub traces: Option<crate::telemetry::otlp::TraceExport>,
+    /// Error tracking; `None` unless `SENTRY_DSN` is set.
+    pub sentry: Option<crate::telemetry::sentry::SentryConfig>,
     /// The storefront page's port; `None` unless `SOKO_WEB_ADDR` is set.
     pub web: Option<crate::web::WebConfig>,
 }
@@ -693,6 +704,7 @@ impl Config {
         };
 
         let traces = traces(&var, &mut problems);
+        let sentry = sentry(&var, env, &database, &auth, &rate_limits, &transport, &mut problems);
         let web = var("SOKO_WEB_ADDR").map(|raw| {
             let addr = parse_or(&mut problems, "SOKO_WEB_ADDR", Some(raw), SocketAddr::from(([127, 0, 0, 1], 8080)));
             let grpc_url = var("SOKO_WEB_GRPC_URL");
@@ -743,6 +755,7 @@ impl Config {
             transport,
             backups,
             traces,
+            sentry,
             web,
         })
     }
@@ -800,6 +813,54 @@ fn traces(
         export_timeout,
         max_queue: max_queue.max(1),
         max_batch: max_batch.max(1),
+    })
+}
+
+/// `SENTRY_DSN`, `SENTRY_RELEASE`, `SENTRY_ENVIRONMENT` and `SENTRY_TRACES_SAMPLE_RATE`, the
+/// names Sentry's own SDKs read. The secrets this process holds are handed over too, so that an
+/// event can never carry one.
+fn sentry(
+    var: &impl Fn(&str) -> Option<String>,
+    env: Environment,
+    database: &DatabaseUrl,
+    auth: &AuthConfig,
+    rate_limits: &RateLimitConfig,
+    transport: &TransportConfig,
+    problems: &mut Vec<String>,
+) -> Option<crate::telemetry::sentry::SentryConfig> {
+    let raw = var("SENTRY_DSN")?;
+    let dsn = match raw.parse::<sentry::types::Dsn>() {
+        Ok(dsn) => dsn,
+        Err(e) => {
+            problems.push(format!("SENTRY_DSN: {e} (expected https://KEY@HOST/PROJECT)"));
+            return None;
+        }
+    };
+    let traces_sample_rate: f32 =
+        parse_or(problems, "SENTRY_TRACES_SAMPLE_RATE", var("SENTRY_TRACES_SAMPLE_RATE"), 0.1);
+    if !(0.0..=1.0).contains(&traces_sample_rate) {
+        problems.push(format!("SENTRY_TRACES_SAMPLE_RATE: {traces_sample_rate} is outside 0..=1"));
+    }
+    let url_password = |url: &str| -> Option<Secret> {
+        let (_, rest) = url.split_once("://")?;
+        let authority = rest.split(['/', '?', '#']).next()?;
+        let (userinfo, _) = authority.rsplit_once('@')?;
+        let (_, password) = userinfo.split_once(':')?;
+        Some(Secret::new(password.as_bytes().to_vec()))
+    };
+    let mut secrets = vec![auth.jwt_secret.clone()];
+    secrets.extend(auth.jwt_previous.iter().map(|(secret, _)| secret.clone()));
+    secrets.extend(transport.metrics_token.clone());
+    if let DatabaseUrl::Postgres(url) | DatabaseUrl::Mysql(url) = database {
+        secrets.extend(url_password(url));
+    }
+    secrets.extend(rate_limits.redis_url.as_ref().and_then(|url| url_password(&url.0)));
+    Some(crate::telemetry::sentry::SentryConfig {
+        dsn,
+        release: var("SENTRY_RELEASE").unwrap_or_else(crate::telemetry::sentry::default_release),
+        environment: var("SENTRY_ENVIRONMENT").unwrap_or_else(|| env.name().to_owned()),
+        traces_sample_rate: traces_sample_rate.clamp(0.0, 1.0),
+        secrets,
     })
 }
 

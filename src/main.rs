@@ -95,6 +95,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before the log subscriber, whose Sentry layer needs the client; flushed when it drops.
+    let _sentry = config.sentry.as_ref().map(telemetry::sentry::init);
     telemetry::init(&config);
     match command {
         Command::Serve { demo } => serve(config, demo).await,

@@ -263,6 +263,18 @@ impl Application {
             // Connect unary calls become gRPC calls here, before every other layer sees them.
             .layer(crate::middleware::connect::ConnectLayer::new(config.max_upload_bytes))
             .layer(tonic_web::GrpcWebLayer::new())
+            // With a DSN: each call on a hub of its own (so its breadcrumbs and user stay its
+            // own), and a sampled share of calls as performance traces. Without one, neither
+            // layer is in the path.
+            .layer(tower::util::option_layer(
+                config.sentry.is_some().then(sentry::integrations::tower::NewSentryLayer::new_from_top),
+            ))
+            .layer(tower::util::option_layer(
+                config
+                    .sentry
+                    .is_some()
+                    .then(|| sentry::integrations::tower::SentryHttpLayer::new().enable_transaction()),
+            ))
             .layer(RequestLogLayer::new(config.log_success_every))
             .layer(crate::middleware::client_fault::ClientFaultLayer)
             .layer(DeadlineLayer { default: config.limits.request_timeout })

@@ -124,13 +124,26 @@ where
             otel.kind = traced.then_some("server"),
             rpc.system = traced.then_some("grpc"),
         );
-        if traced && let Some(trace_id) = crate::telemetry::continue_trace(&span, request.headers()) {
-            span.record("trace_id", trace_id);
+        let trace_id = traced.then(|| crate::telemetry::continue_trace(&span, request.headers())).flatten();
+        if let Some(trace_id) = &trace_id {
+            span.record("trace_id", trace_id.as_str());
         }
+        // The call's own hub (see the Sentry layers in startup), for the event of a failure:
+        // the body ends outside the hub's scope.
+        let hub = crate::telemetry::sentry::enabled().then(sentry::Hub::current);
         let future = span.in_scope(|| self.inner.call(request));
         let success_every = self.success_every;
         Box::pin(async move {
-            let record = Record { span: span.clone(), request_id: id, start, metric_method, success_every, caller };
+            let record = Record {
+                span: span.clone(),
+                request_id: id,
+                start,
+                metric_method,
+                success_every,
+                caller,
+                trace_id,
+                hub,
+            };
             let mut response = match future.instrument(span).await {
                 Ok(response) => response,
                 Err(e) => {
@@ -173,6 +186,9 @@ struct Record {
     metric_method: &'static str,
     success_every: u64,
     caller: CallerSlot,
+    trace_id: Option<String>,
+    /// Set only when Sentry is on.
+    hub: Option<Arc<sentry::Hub>>,
 }
 
 impl Record {
@@ -216,7 +232,18 @@ impl Record {
         let caller = self.caller.0.get().map(String::as_str);
         match code {
             Some(Code::Internal | Code::Unknown | Code::DataLoss) => {
-                tracing::error!(status = status_name, caller, error, latency_ms, "rpc finished")
+                tracing::error!(status = status_name, caller, error, latency_ms, "rpc finished");
+                if let Some(hub) = &self.hub {
+                    let failure = crate::telemetry::sentry::CallFailure {
+                        method: self.metric_method,
+                        code: status_name,
+                        message: error,
+                        request_id: &self.request_id,
+                        trace_id: self.trace_id.as_deref(),
+                        caller,
+                    };
+                    crate::telemetry::sentry::capture_call_failure(hub, &failure);
+                }
             }
             Some(Code::Unavailable | Code::DeadlineExceeded) => {
                 tracing::warn!(status = status_name, caller, error, latency_ms, "rpc finished")

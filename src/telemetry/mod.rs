@@ -6,6 +6,7 @@
 //! Prometheus recorder for the process.
 
 pub mod otlp;
+pub mod sentry;
 
 use std::sync::OnceLock;
 
@@ -48,7 +49,8 @@ pub fn init(config: &Config) {
             None
         }
     });
-    let _ = tracing_subscriber::registry().with(logs.with_filter(filter)).with(traces).try_init();
+    let sentry = config.sentry.is_some().then(sentry::tracing_layer);
+    let _ = tracing_subscriber::registry().with(logs.with_filter(filter)).with(traces).with(sentry).try_init();
 }
 
 /// What becomes a span in a trace: each call's `rpc` span, and Soko's spans inside a call (the
@@ -164,6 +166,18 @@ pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
             "commit" => crate::build_info::GIT_COMMIT
         )
         .set(1.0);
+        // Counters of rare events exist from the start at zero: `rate()` over a series that
+        // appears only with its first event reads nothing at all before it, and the dashboard's
+        // panels would be empty rather than flat.
+        for name in
+            ["soko_requests_shed_total", "soko_requests_deadline_exceeded_total", "soko_product_cache_evictions_total"]
+        {
+            metrics::counter!(name).absolute(0);
+        }
+        for dependency in ["database", "image embedder"] {
+            metrics::counter!("soko_dependency_errors_total", "dependency" => dependency).absolute(0);
+        }
+        metrics::counter!(otlp::EXPORTED).absolute(0);
         handle
     })
 }

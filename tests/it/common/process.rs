@@ -77,6 +77,11 @@ impl SokoProcess {
         tonic::transport::Channel::from_shared(format!("http://{}", self.grpc)).unwrap().connect().await.unwrap()
     }
 
+    /// Its data directory (`SOKO_DATA_DIR`): the SQLite file is `soko.db` in it.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// The log lines printed so far.
     pub fn lines(&self) -> Vec<serde_json::Value> {
         self.lines.lock().unwrap().clone()
