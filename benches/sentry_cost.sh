@@ -17,8 +17,9 @@ N2="${2:-2500}"
 for tool in valgrind h2load python3; do command -v "$tool" >/dev/null || { echo "$tool missing" >&2; exit 1; }; done
 cargo build --release --quiet
 cargo bench --bench catalog_reads --no-run >/dev/null 2>&1
-SOKO="$ROOT/${CARGO_TARGET_DIR:-target}/release/soko"
-BENCH="$(ls -t "${CARGO_TARGET_DIR:-target}"/release/deps/catalog_reads-* | grep -v '\.d$' | head -1)"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+SOKO="$TARGET/release/soko"
+BENCH="$(ls -t "$TARGET"/release/deps/catalog_reads-* | grep -v '\.d$' | head -1)"
 WORK="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
