@@ -96,7 +96,7 @@ for outcome in succeeding failing; do
   for dsn in "" "$DSN"; do
     a="$(total "$outcome" "$dsn" "$N1")"
     b="$(total "$outcome" "$dsn" "$N2")"
-    printf '%-11s %-12s %9d instructions/call\n' "$outcome" "${dsn:+sentry on}${dsn:-sentry off}" $(( (b - a) / (N2 - N1) ))
+    printf "%-11s %-12s %9d instructions/call\n" "$outcome" "$([[ -n $dsn ]] && echo "sentry on" || echo "sentry off")" $(( (b - a) / (N2 - N1) ))
   done
 done
 echo "events received by the sink: $(cat "$WORK/sink.count" 2>/dev/null || echo 0)"
