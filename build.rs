@@ -21,6 +21,24 @@ const CALLED: &[&str] = &["soko/embedder/v1/embedder.proto"];
 /// tonic-types.
 const REFLECTION_ONLY: &[&str] = &["google/rpc/status.proto", "google/rpc/error_details.proto"];
 
+/// The MilvusService methods `src/milvus/` calls.
+const MILVUS_METHODS: &[&str] = &[
+    "CheckHealth",
+    "HasCollection",
+    "CreateCollection",
+    "DescribeCollection",
+    "DropCollection",
+    "CreateIndex",
+    "DescribeIndex",
+    "LoadCollection",
+    "GetLoadState",
+    "Upsert",
+    "Delete",
+    "Query",
+    "Search",
+    "Flush",
+];
+
 /// The commit this binary is built from, for `soko --version`, the start-up log, `/health/ready`
 /// and `soko_build_info`. `SOKO_GIT_COMMIT` wins (a container build has no `.git`); otherwise
 /// git is asked, and "unknown" is the honest answer when neither knows.
@@ -74,5 +92,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path("crate::proto::codec::SokoCodec")
         .compile_fds(compile(PROTOS)?)?;
     tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(compile(CALLED)?)?;
+
+    // Milvus's contract imports its files by bare name ("common.proto"), so its folder is an
+    // include root of its own. Only the client is generated: Soko never serves Milvus.
+    let mut milvus = protox::Compiler::new(["proto-vendor/milvus"])?
+        .include_imports(true)
+        .open_files(["milvus.proto"])?
+        .file_descriptor_set();
+    // The client keeps the methods Soko calls. The rest would only add compile time, and one of
+    // them (`Connect`) would collide with the generated client's own `connect` constructor.
+    for file in &mut milvus.file {
+        file.service.retain(|s| s.name() == "MilvusService");
+        for service in &mut file.service {
+            service.method.retain(|m| MILVUS_METHODS.contains(&m.name()));
+        }
+    }
+    tonic_prost_build::configure().build_client(true).build_server(false).compile_fds(milvus)?;
     Ok(())
 }

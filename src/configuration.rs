@@ -309,6 +309,8 @@ pub struct Config {
     pub sentry: Option<crate::telemetry::sentry::SentryConfig>,
     /// The storefront page's port; `None` unless `SOKO_WEB_ADDR` is set.
     pub web: Option<crate::web::WebConfig>,
+    /// Milvus, kept in sync through the outbox; `None` unless `MILVUS_ADDRESS` is set.
+    pub milvus: Option<crate::milvus::MilvusConfig>,
 }
 
 /// TLS on the gRPC port, the plaintext health port for probes, and what production exposes.
@@ -704,7 +706,8 @@ impl Config {
         };
 
         let traces = traces(&var, &mut problems);
-        let sentry = sentry(&var, env, &database, &auth, &rate_limits, &transport, &mut problems);
+        let milvus = milvus(&var, embedding_dim, hnsw, &mut problems);
+        let sentry = sentry(&var, env, &database, &auth, &rate_limits, &transport, milvus.as_ref(), &mut problems);
         let web = var("SOKO_WEB_ADDR").map(|raw| {
             let addr = parse_or(&mut problems, "SOKO_WEB_ADDR", Some(raw), SocketAddr::from(([127, 0, 0, 1], 8080)));
             let grpc_url = var("SOKO_WEB_GRPC_URL");
@@ -757,6 +760,7 @@ impl Config {
             traces,
             sentry,
             web,
+            milvus,
         })
     }
 }
@@ -826,6 +830,7 @@ fn sentry(
     auth: &AuthConfig,
     rate_limits: &RateLimitConfig,
     transport: &TransportConfig,
+    milvus: Option<&crate::milvus::MilvusConfig>,
     problems: &mut Vec<String>,
 ) -> Option<crate::telemetry::sentry::SentryConfig> {
     let raw = var("SENTRY_DSN")?;
@@ -855,12 +860,73 @@ fn sentry(
         secrets.extend(url_password(url));
     }
     secrets.extend(rate_limits.redis_url.as_ref().and_then(|url| url_password(&url.0)));
+    secrets.extend(milvus.and_then(|m| m.password.clone()));
     Some(crate::telemetry::sentry::SentryConfig {
         dsn,
         release: var("SENTRY_RELEASE").unwrap_or_else(crate::telemetry::sentry::default_release),
         environment: var("SENTRY_ENVIRONMENT").unwrap_or_else(|| env.name().to_owned()),
         traces_sample_rate: traces_sample_rate.clamp(0.0, 1.0),
         secrets,
+    })
+}
+
+/// Milvus, named as its operators already name it (`MILVUS_ADDRESS`, `MILVUS_USERNAME`,
+/// `MILVUS_PASSWORD`, `MILVUS_TIMEOUT` in seconds), plus Soko's collection and index settings.
+/// The vector dimension and metric are the local index's: both stores hold the same vectors.
+fn milvus(
+    var: &impl Fn(&str) -> Option<String>,
+    dim: usize,
+    hnsw: crate::search::vector::HnswParams,
+    problems: &mut Vec<String>,
+) -> Option<crate::milvus::MilvusConfig> {
+    let raw = var("MILVUS_ADDRESS")?;
+    let address = if raw.contains("://") { raw.trim().to_owned() } else { format!("http://{}", raw.trim()) };
+    if !(address.starts_with("http://") || address.starts_with("https://"))
+        || address.parse::<http::Uri>().map_or(true, |u| u.host().is_none())
+    {
+        problems.push(format!("MILVUS_ADDRESS: `{raw}` is not host:port or an http(s):// URL"));
+    }
+    let username = var("MILVUS_USERNAME");
+    let password = var("MILVUS_PASSWORD").map(|p| Secret::new(p.into_bytes()));
+    if username.is_some() != password.is_some() {
+        problems.push("MILVUS_USERNAME and MILVUS_PASSWORD: set both, or neither".into());
+    }
+    let timeout: f64 = parse_or(problems, "MILVUS_TIMEOUT", var("MILVUS_TIMEOUT"), 10.0);
+    if !(0.1..=600.0).contains(&timeout) {
+        problems.push(format!("MILVUS_TIMEOUT: {timeout} is outside 0.1..=600 seconds"));
+    }
+    let collection = var("SOKO_MILVUS_COLLECTION").unwrap_or_else(|| "soko_products".into());
+    let valid_name = collection.len() <= 255
+        && collection.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && collection.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid_name {
+        problems.push(format!(
+            "SOKO_MILVUS_COLLECTION: `{collection}` must start with a letter or _ and hold only letters, digits and _"
+        ));
+    }
+    let index = match var("SOKO_MILVUS_INDEX").as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("hnsw") => crate::milvus::IndexKind::Hnsw { m: hnsw.m, ef_construction: hnsw.ef_construction },
+        Some("ivf_flat") => {
+            let nlist: usize = parse_or(problems, "SOKO_MILVUS_NLIST", var("SOKO_MILVUS_NLIST"), 1024);
+            if !(1..=65_536).contains(&nlist) {
+                problems.push(format!("SOKO_MILVUS_NLIST: {nlist} is outside 1..=65536"));
+            }
+            crate::milvus::IndexKind::IvfFlat { nlist }
+        }
+        Some(other) => {
+            problems.push(format!("SOKO_MILVUS_INDEX: `{other}` is not one of hnsw, ivf_flat"));
+            crate::milvus::IndexKind::Hnsw { m: hnsw.m, ef_construction: hnsw.ef_construction }
+        }
+    };
+    Some(crate::milvus::MilvusConfig {
+        address,
+        username,
+        password,
+        timeout: Duration::from_secs_f64(timeout.clamp(0.1, 600.0)),
+        collection,
+        index,
+        dim,
+        metric: hnsw.metric,
     })
 }
 

@@ -99,6 +99,8 @@ pub struct Application {
     /// The storefront page's port (`SOKO_WEB_ADDR`).
     web_listener: Option<TcpListener>,
     tls: Option<Tls>,
+    /// Milvus, when `MILVUS_ADDRESS` is set: its collection checked at start-up.
+    milvus: Option<crate::milvus::Milvus>,
 }
 
 impl Application {
@@ -135,7 +137,11 @@ impl Application {
         };
         // Loaded here so that an unusable certificate stops start-up with its path in the message.
         let tls = config.transport.tls.as_ref().map(Tls::start).transpose().context("setting up TLS")?;
-        Ok(Self { config, db, grpc_listener, ops_listener, health_listener, web_listener, tls })
+        let milvus = match &config.milvus {
+            Some(milvus) => Some(connect_milvus(milvus).await?),
+            None => None,
+        };
+        Ok(Self { config, db, grpc_listener, ops_listener, health_listener, web_listener, tls, milvus })
     }
 
     /// The plaintext health-only port, when `SOKO_HEALTH_ADDR` configured one.
@@ -165,7 +171,7 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
         let (grpc_addr, ops_addr) = (self.grpc_addr(), self.ops_addr());
         let web_addr = self.web_addr();
-        let Self { config, db, grpc_listener, ops_listener, health_listener, web_listener, tls } = self;
+        let Self { config, db, grpc_listener, ops_listener, health_listener, web_listener, tls, milvus } = self;
         let health =
             HealthState::new([api::CATALOG_SERVICE, api::SEARCH_SERVICE, api::AUTH_SERVICE, api::ADMIN_SERVICE]);
         let catalog = Catalog::new(db.clone(), config.embedding_dim);
@@ -378,6 +384,23 @@ impl Application {
                 }
             }
         });
+        // Milvus follows the outbox on connections of its own, like the search follower.
+        let (stop_milvus, milvus_stopped) = tokio::sync::oneshot::channel::<()>();
+        let milvus_sync = match milvus {
+            Some(milvus) => {
+                let sync_db = Db::connect(
+                    &config.database,
+                    &PoolSettings { max_size: FOLLOWER_POOL_SIZE, checkout_timeout: FOLLOWER_CHECKOUT_TIMEOUT },
+                )
+                .context("setting up the Milvus sync's connections")?;
+                let breaker = Arc::new(crate::breaker::CircuitBreaker::new("milvus", 3, Duration::from_secs(5)));
+                let sync = crate::milvus::MilvusSync::new(sync_db, milvus, breaker);
+                Some(tokio::spawn(sync.run(async {
+                    let _ = milvus_stopped.await;
+                })))
+            }
+            None => None,
+        };
         // Search serves once its index has caught up with the outbox.
         let (stop_search, search_stopped) = tokio::sync::oneshot::channel::<()>();
         let follower = tokio::spawn(search.clone().follow(async {
@@ -434,6 +457,10 @@ impl Application {
         let _ = stop_health.send(());
         let _ = tokio::time::timeout(Duration::from_secs(1), ops).await;
         let _ = follower.await;
+        let _ = stop_milvus.send(());
+        if let Some(sync) = milvus_sync {
+            let _ = sync.await;
+        }
         drop(db);
         match drained {
             Err(_) => Err(RunError::DrainTimeout(config.shutdown_timeout)),
@@ -488,6 +515,22 @@ fn cors_layer(config: &Config) -> CorsLayer {
         .allow_headers(ALLOWED.iter().map(|h| HeaderName::from_static(h)).collect::<Vec<_>>())
         .expose_headers(EXPOSED.iter().map(|h| HeaderName::from_static(h)).collect::<Vec<_>>())
         .max_age(Duration::from_secs(24 * 60 * 60))
+}
+
+/// Connects to Milvus and makes sure the collection is there with the configured shape. A
+/// collection that disagrees with the configuration stops start-up; a Milvus that cannot be
+/// reached does not (the sync worker creates the collection when it answers, and until then the
+/// outbox holds the backlog).
+async fn connect_milvus(config: &crate::milvus::MilvusConfig) -> anyhow::Result<crate::milvus::Milvus> {
+    let milvus = crate::milvus::Milvus::new(config.clone()).context("setting up Milvus")?;
+    match milvus.ensure_collection().await {
+        Ok(()) => tracing::info!(collection = milvus.collection(), "Milvus collection ready"),
+        Err(e @ crate::milvus::MilvusError::Mismatch { .. }) => {
+            return Err(e).context("checking the Milvus collection");
+        }
+        Err(e) => tracing::warn!(error = %e, "Milvus is not ready; syncing starts when it answers"),
+    }
+    Ok(milvus)
 }
 
 #[cfg(test)]

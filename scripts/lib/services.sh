@@ -291,6 +291,73 @@ ensure_redis() {
 }
 
 # --------------------------------------------------------------------------
+# Milvus: one standalone server for the whole run (PyPI's milvus==2.3.5 gives `milvus-server`,
+# a real Milvus with its own etcd). It binds fixed ports (19530, etcd's 2379 and others) and does
+# not complain when another process binds them too, so one that already answers is used as is,
+# and tests give each test its own collection.
+# --------------------------------------------------------------------------
+SOKO_MILVUS_DEFAULT_ADDR=127.0.0.1:19530
+SOKO_MILVUS_PID=""
+SOKO_MILVUS_DATA=""
+
+# milvus_ping ADDR: Milvus's own CheckHealth over gRPC answers OK and healthy (isHealthy=true is
+# the bytes 10 01 at the end of the message). Anything else on the port fails this.
+milvus_ping() {
+  local dir rc=1
+  dir="$(mktemp -d)"
+  if printf '\0\0\0\0\0' |
+    curl -s -m 5 --http2-prior-knowledge -X POST -H 'content-type: application/grpc' -H 'te: trailers' \
+      --data-binary @- -D "$dir/headers" -o "$dir/body" \
+      "http://$1/milvus.proto.milvus.MilvusService/CheckHealth" &&
+    grep -q '^grpc-status: 0' "$dir/headers" && [[ "$(xxd -p "$dir/body" | tr -d '\n')" == *1001 ]]; then
+    rc=0
+  fi
+  rm -rf "$dir"
+  return "$rc"
+}
+
+ensure_milvus() {
+  if [[ -n "${SOKO_TEST_MILVUS_ADDRESS:-}" ]]; then
+    log "milvus: using preset SOKO_TEST_MILVUS_ADDRESS (bring-up skipped)"
+    return 0
+  fi
+  local addr="$SOKO_MILVUS_DEFAULT_ADDR"
+  if ! milvus_ping "$addr"; then
+    if ! command -v milvus-server >/dev/null 2>&1; then
+      log "milvus: not running and not installed; pip install milvus==2.3.5"
+      python3 -m pip install -q --disable-pip-version-check "milvus==2.3.5" >&2 9>&- ||
+        { err "pip install milvus==2.3.5 failed"; return 1; }
+      hash -r
+      command -v milvus-server >/dev/null || { err "milvus-server is not on PATH after pip install"; return 1; }
+    fi
+    SOKO_MILVUS_DATA="$(mktemp -d "${TMPDIR:-/tmp}/soko-milvus.XXXXXX")"
+    log "milvus: starting milvus-server --data $SOKO_MILVUS_DATA"
+    milvus-server --data "$SOKO_MILVUS_DATA" >"$SOKO_MILVUS_DATA.log" 2>&1 9>&- &
+    SOKO_MILVUS_PID=$!
+    # Its first start unpacks the server and starts etcd: allow longer than a database.
+    local SOKO_SERVICE_TIMEOUT=$((SOKO_SERVICE_TIMEOUT < 120 ? 120 : SOKO_SERVICE_TIMEOUT))
+    wait_for "Milvus on $addr" milvus_ping "$addr" || { tail -20 "$SOKO_MILVUS_DATA.log" >&2; return 1; }
+  fi
+  export SOKO_TEST_MILVUS_ADDRESS="$addr"
+  log "milvus: ok ($addr${SOKO_MILVUS_PID:+, pid $SOKO_MILVUS_PID})"
+}
+
+# stop_milvus: stops the Milvus this run started (its wrapper and the server under it), by PID.
+stop_milvus() {
+  [[ -n "$SOKO_MILVUS_PID" ]] || return 0
+  local children
+  children="$(pgrep -P "$SOKO_MILVUS_PID" || true)"
+  kill -TERM "$SOKO_MILVUS_PID" $children 2>/dev/null || true
+  for _ in $(seq 1 20); do
+    kill -0 "$SOKO_MILVUS_PID" 2>/dev/null || break
+    sleep 0.5
+  done
+  kill -KILL "$SOKO_MILVUS_PID" $children 2>/dev/null || true
+  rm -rf "$SOKO_MILVUS_DATA" "$SOKO_MILVUS_DATA.log"
+  SOKO_MILVUS_PID=""
+}
+
+# --------------------------------------------------------------------------
 # Throwaway databases (soko_t_<hex>)
 # --------------------------------------------------------------------------
 # Databases still in use by a live connection are left alone (someone's

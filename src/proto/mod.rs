@@ -32,6 +32,27 @@ pub mod soko {
     }
 }
 
+/// Milvus's API (vendored under `proto-vendor/milvus`), for the client in `crate::milvus`.
+pub mod milvus {
+    pub mod proto {
+        pub mod common {
+            tonic::include_proto!("milvus.proto.common");
+        }
+        pub mod schema {
+            tonic::include_proto!("milvus.proto.schema");
+        }
+        pub mod msg {
+            tonic::include_proto!("milvus.proto.msg");
+        }
+        pub mod feder {
+            tonic::include_proto!("milvus.proto.feder");
+        }
+        pub mod milvus {
+            tonic::include_proto!("milvus.proto.milvus");
+        }
+    }
+}
+
 pub mod grpc {
     pub mod health {
         pub mod v1 {

@@ -23,7 +23,7 @@ use query::{RRF_DEPTH, RRF_K, parse_filter, parse_top_k};
 pub use rebuild::{ReindexProgress, SyncStatus};
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::HashMap,
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -35,6 +35,7 @@ use vector::{HnswParams, VectorIndex};
 
 use crate::{
     domain::product::{ProductId, ProductStatus, Visibility},
+    outbox::OutboxCursor,
     store::{Db, StoreError, catalog::Version},
 };
 
@@ -43,10 +44,6 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// The longest the follower waits between looks when nothing is happening: how late a write
 /// made through another replica can reach this one when the outbox has been quiet.
 pub const IDLE_POLL_MAX: Duration = Duration::from_secs(1);
-/// Outbox ids are allocated when a transaction inserts, not when it commits, so a lower id can
-/// become visible after a higher one. A hole in the ids is waited for this long before it is
-/// taken to be a rolled-back transaction and skipped.
-const GAP_TIMEOUT: Duration = Duration::from_secs(10);
 const BATCH: i64 = 500;
 /// How often the follower's lag is measured for metrics.
 const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
@@ -99,11 +96,8 @@ impl OutboxListener for crate::product_cache::ProductCache {
 
 #[derive(Default)]
 struct FollowState {
-    /// Every event with an id up to here has been applied.
-    watermark: i64,
-    /// Applied events above the watermark, waiting for the holes below them to fill.
-    applied_above: BTreeSet<i64>,
-    gap_since: Option<Instant>,
+    /// How far the index has applied the outbox.
+    cursor: OutboxCursor,
     /// Set when the vector index came from a snapshot: the text index is then loaded from the
     /// products table before the outbox past the watermark is replayed.
     load_text: bool,
@@ -174,8 +168,8 @@ impl SearchEngine {
         let mut applied = 0;
         let mut pending: HashMap<ProductId, Vec<f32>> = HashMap::new();
         loop {
-            let events = self.db.outbox_after(state.watermark, BATCH).await?;
-            let fresh: Vec<_> = events.iter().filter(|e| !state.applied_above.contains(&e.id)).collect();
+            let events = self.db.outbox_after(state.cursor.watermark(), BATCH).await?;
+            let fresh = state.cursor.fresh(&events);
             let mut ids: Vec<ProductId> = fresh.iter().filter_map(|e| e.product_id.parse().ok()).collect();
             ids.sort();
             ids.dedup();
@@ -210,8 +204,7 @@ impl SearchEngine {
             }
             applied += fresh.len();
             state.unsnapshotted += fresh.len();
-            state.applied_above.extend(fresh.iter().map(|e| e.id));
-            advance(&mut state);
+            state.cursor.applied(fresh.iter().map(|e| e.id));
             let done = (events.len() as i64) < BATCH || fresh.is_empty();
             if done || pending.len() >= PENDING_MAX {
                 self.add_vectors(std::mem::take(&mut pending)).await;
@@ -220,7 +213,7 @@ impl SearchEngine {
                 *self.position.lock().expect("position lock") = position_digest(&state);
             }
             if done {
-                self.sync.lock().expect("sync lock").caught_up(state.watermark, applied);
+                self.sync.lock().expect("sync lock").caught_up(state.cursor.watermark(), applied);
                 return Ok(applied);
             }
         }
@@ -293,8 +286,7 @@ impl SearchEngine {
                 let points = restored.index.points();
                 *self.vectors.write().expect("index lock") = restored.index;
                 let mut state = self.follow.lock().await;
-                state.watermark = restored.watermark;
-                state.applied_above = restored.applied_above.into_iter().collect();
+                state.cursor = OutboxCursor::at(restored.watermark, restored.applied_above);
                 state.load_text = true;
                 tracing::info!(
                     points,
@@ -326,7 +318,8 @@ impl SearchEngine {
             metrics::gauge!("soko_search_snapshot_timestamp_seconds").set(unix_seconds());
             return;
         }
-        let (watermark, above): (i64, Vec<i64>) = (state.watermark, state.applied_above.iter().copied().collect());
+        let (watermark, above): (i64, Vec<i64>) =
+            (state.cursor.watermark(), state.cursor.applied_above().iter().copied().collect());
         let engine = Arc::clone(self);
         let started = Instant::now();
         let written = tokio::task::spawn_blocking(move || {
@@ -399,60 +392,5 @@ fn unix_seconds() -> f64 {
 }
 
 fn position_digest(state: &FollowState) -> [u8; 32] {
-    let ids: Vec<u8> = std::iter::once(state.watermark)
-        .chain(state.applied_above.iter().copied())
-        .flat_map(i64::to_le_bytes)
-        .collect();
-    cache::digest(&ids)
-}
-
-/// Moves the watermark over contiguous applied ids, and over a hole that has stayed open past
-/// [`GAP_TIMEOUT`] (a transaction that rolled back after taking its id).
-fn advance(state: &mut FollowState) {
-    loop {
-        while state.applied_above.remove(&(state.watermark + 1)) {
-            state.watermark += 1;
-        }
-        let Some(&next) = state.applied_above.first() else {
-            state.gap_since = None;
-            return;
-        };
-        let since = *state.gap_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < GAP_TIMEOUT {
-            return;
-        }
-        tracing::debug!(from = state.watermark + 1, to = next - 1, "skipping outbox ids that never committed");
-        state.watermark = next - 1;
-        state.gap_since = None;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_applied_above_a_hole_are_part_of_the_position() {
-        let mut state = FollowState { watermark: 5, ..Default::default() };
-        let before = position_digest(&state);
-        state.applied_above.insert(7);
-        assert_ne!(position_digest(&state), before, "two replicas at watermark 5 may hold different events");
-    }
-
-    #[test]
-    fn the_watermark_waits_for_holes_then_skips_them() {
-        let mut state = FollowState::default();
-        state.applied_above.extend([1, 2, 4, 5]);
-        advance(&mut state);
-        assert_eq!(state.watermark, 2, "3 may still commit");
-        state.applied_above.insert(3);
-        advance(&mut state);
-        assert_eq!(state.watermark, 5);
-        state.applied_above.insert(7);
-        advance(&mut state);
-        assert_eq!(state.watermark, 5);
-        state.gap_since = Some(Instant::now() - GAP_TIMEOUT - Duration::from_secs(1));
-        advance(&mut state);
-        assert_eq!(state.watermark, 7, "a hole open past the timeout is skipped");
-    }
+    cache::digest(&state.cursor.position_bytes())
 }

@@ -307,7 +307,7 @@ mod tests {
     }
 
     fn at(position: i64) -> KeyBuilder {
-        let state = FollowState { watermark: position, ..Default::default() };
+        let state = FollowState { cursor: crate::outbox::OutboxCursor::at(position, []), ..Default::default() };
         KeyBuilder::new(&[0; 32], &position_digest(&state), "vector")
     }
 

@@ -129,7 +129,7 @@ impl SearchEngine {
     async fn rebuild(self: &Arc<Self>) -> Result<(), StoreError> {
         // Everything up to here is in the products table as the scan below will read it; the
         // follower replays whatever comes after once the new index is in.
-        let rewind_to = self.follow.lock().await.watermark;
+        let rewind_to = self.follow.lock().await.cursor.watermark();
         let total = self.db.count_products().await?;
         self.update_progress(|p| p.total = u64::try_from(total).unwrap_or(0));
         let mut text = TextIndex::default();
@@ -159,9 +159,7 @@ impl SearchEngine {
         let mut state = self.follow.lock().await;
         *self.text.write().expect("index lock") = text;
         *self.vectors.write().expect("index lock") = vectors;
-        state.watermark = state.watermark.min(rewind_to);
-        state.applied_above.clear();
-        state.gap_since = None;
+        state.cursor.rewind(rewind_to);
         // The table was just read whole; a snapshot's pending text load is moot.
         state.load_text = false;
         // The next snapshot must hold the new index.

@@ -26,7 +26,7 @@ pub const TABLES: &[&str] =
 
 /// Tables deliberately left out of backups: coordination state that is only meaningful to the
 /// processes running when it was written.
-pub const NOT_BACKED_UP: &[&str] = &["leases", "session_events", "cluster_settings"];
+pub const NOT_BACKED_UP: &[&str] = &["leases", "session_events", "cluster_settings", "outbox_consumers"];
 
 /// Binary columns travel as base64 text in the portable encoding.
 mod base64_opt {

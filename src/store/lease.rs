@@ -46,6 +46,27 @@ impl Db {
         })
     }
 
+    /// Extends the lease `name` to `ttl` from now if `holder` still has it (unexpired). Returns
+    /// false when it lapsed or another holder took it: the caller must stop the job.
+    #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]
+    pub async fn renew_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = Timestamp::now().0;
+        let expires_at = now.saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX));
+        let _writer = self.write_guard().await;
+        let updated = with_conn!(self, |conn| {
+            diesel::update(
+                leases::table
+                    .filter(leases::name.eq(name))
+                    .filter(leases::holder.eq(holder))
+                    .filter(leases::expires_at.gt(now)),
+            )
+            .set(leases::expires_at.eq(expires_at))
+            .execute(conn)
+            .await?
+        });
+        Ok(updated > 0)
+    }
+
     /// Gives the lease up early if `holder` still has it, so another replica need not wait for
     /// it to expire.
     #[tracing::instrument(level = "debug", skip_all, fields(otel.kind = "client", db.system = self.backend()))]

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod backup;
 pub mod catalog;
+pub mod consumers;
 mod error;
 pub mod lease;
 pub mod probe;

@@ -132,6 +132,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    outbox_consumers (name) {
+        name -> Text,
+        watermark -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::joinable!(products -> sellers (seller_id));
 diesel::joinable!(sellers -> users (owner_user_id));
 diesel::joinable!(sessions -> users (user_id));
@@ -150,5 +158,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     leases,
     session_events,
-    cluster_settings
+    cluster_settings,
+    outbox_consumers
 );

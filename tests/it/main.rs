@@ -11,6 +11,7 @@ mod clients;
 mod dashboard;
 mod debugging;
 mod image_search;
+mod milvus;
 mod outage;
 mod product_cache;
 mod rate_limit;

@@ -1,0 +1,246 @@
+//! The Milvus sync worker: tails the outbox past the watermark stored in `outbox_consumers` and
+//! makes Milvus match the products table for every product an event names.
+//!
+//! - **One at a time.** Only the replica holding the `milvus-sync` lease syncs; it renews the
+//!   lease as it goes, and another replica takes over within [`LEASE_TTL`] of its death.
+//! - **Idempotent.** An event is applied by re-reading its product: a live product with an
+//!   embedding is upserted, anything else deleted. Replaying a batch, or the whole outbox,
+//!   leaves Milvus as it was. So a lapsed holder that writes once more after a takeover does no
+//!   harm, and the watermark may be stored late.
+//! - **At least once.** The watermark moves only after Milvus acknowledged the batch, and over
+//!   outbox id holes the way the search follower's does ([`OutboxCursor`]).
+//! - **Patient.** Failures back off exponentially with jitter up to [`BACKOFF_MAX`]; the outbox
+//!   holds the backlog meanwhile, and the breaker tells health that Milvus is degraded.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use super::{Milvus, MilvusError, Row};
+use crate::{
+    breaker::CircuitBreaker,
+    domain::product::{ProductId, Visibility},
+    outbox::OutboxCursor,
+    store::{Db, StoreError},
+};
+
+/// The worker's name in `outbox_consumers`.
+pub const CONSUMER: &str = "milvus";
+const LEASE: &str = "milvus-sync";
+/// How long a holder's lease lasts without renewal: the longest a dead holder's work waits.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+const RENEW_EVERY: Duration = Duration::from_secs(3);
+/// Events read and applied per Milvus round trip.
+const BATCH: i64 = 500;
+/// How often an idle holder looks for new events, and a non-holder for a free lease.
+const POLL: Duration = Duration::from_millis(200);
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Milvus(#[from] MilvusError),
+}
+
+/// What `GetSyncStatus` and `/health/ready` report of the sync.
+#[derive(Debug, Clone, Default)]
+pub struct MilvusSyncStatus {
+    /// Whether this replica holds the lease (is the one syncing).
+    pub syncing_here: bool,
+    pub watermark: i64,
+    pub applied: u64,
+    pub last_apply: Option<SystemTime>,
+    pub last_error: Option<String>,
+}
+
+pub struct MilvusSync {
+    db: Db,
+    milvus: Milvus,
+    /// Who this replica is in the lease table.
+    holder: String,
+    breaker: Arc<CircuitBreaker>,
+    status: Mutex<MilvusSyncStatus>,
+}
+
+impl MilvusSync {
+    pub fn new(db: Db, milvus: Milvus, breaker: Arc<CircuitBreaker>) -> Arc<Self> {
+        let holder = format!("{}-{:016x}", std::process::id(), getrandom::u64().unwrap_or_default());
+        Arc::new(Self { db, milvus, holder, breaker, status: Mutex::default() })
+    }
+
+    pub fn status(&self) -> MilvusSyncStatus {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    /// Syncs until `stop` resolves (finishing the batch in hand), then gives the lease up so
+    /// another replica need not wait for it to expire.
+    pub async fn run(self: Arc<Self>, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut cursor: Option<OutboxCursor> = None;
+        let mut renewed = Instant::now();
+        let mut ensured = false;
+        let mut failures = 0u32;
+        let mut last_lag_report = Instant::now() - LAG_REPORT_INTERVAL;
+        loop {
+            let wait = match self.turn(&mut cursor, &mut renewed, &mut ensured).await {
+                Ok(Some(applied)) => {
+                    failures = 0;
+                    if applied > 0 { Duration::ZERO } else { POLL }
+                }
+                Ok(None) => POLL,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    self.failed(&e, failures);
+                    backoff(failures)
+                }
+            };
+            if let Some(cursor) = &cursor
+                && last_lag_report.elapsed() >= LAG_REPORT_INTERVAL
+            {
+                last_lag_report = Instant::now();
+                self.report_lag(cursor.watermark()).await;
+            }
+            tokio::select! {
+                () = &mut stop => break,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        if cursor.is_some()
+            && let Err(e) = self.db.release_lease(LEASE, &self.holder).await
+        {
+            tracing::warn!(error = %e, "giving up the Milvus sync lease failed; it expires by itself");
+        }
+    }
+
+    /// One turn: keep or take the lease, then apply one batch. `None` when another replica holds
+    /// the lease.
+    async fn turn(
+        &self,
+        cursor: &mut Option<OutboxCursor>,
+        renewed: &mut Instant,
+        ensured: &mut bool,
+    ) -> Result<Option<usize>, SyncError> {
+        if cursor.is_some() {
+            if renewed.elapsed() >= RENEW_EVERY {
+                if self.db.renew_lease(LEASE, &self.holder, LEASE_TTL).await? {
+                    *renewed = Instant::now();
+                } else {
+                    tracing::warn!("the Milvus sync lease lapsed; another replica may sync now");
+                    *cursor = None;
+                    self.status.lock().expect("status lock").syncing_here = false;
+                    return Ok(None);
+                }
+            }
+        } else if self.db.take_lease(LEASE, &self.holder, LEASE_TTL).await? {
+            *renewed = Instant::now();
+            // Continue from where the last holder stopped (its stored watermark).
+            let watermark = self.db.consumer_watermark(super::CONSUMER).await?;
+            tracing::info!(watermark, "this replica now syncs Milvus");
+            *cursor = Some(OutboxCursor::at(watermark, []));
+            let mut status = self.status.lock().expect("status lock");
+            status.syncing_here = true;
+            status.watermark = watermark;
+        } else {
+            return Ok(None);
+        }
+        if !*ensured {
+            self.milvus.ensure_collection().await?;
+            *ensured = true;
+        }
+        let cursor = cursor.as_mut().expect("held above");
+        self.apply_batch(cursor).await.map(Some)
+    }
+
+    /// Applies the next batch of outbox events; returns how many were new.
+    async fn apply_batch(&self, cursor: &mut OutboxCursor) -> Result<usize, SyncError> {
+        let before = cursor.watermark();
+        let events = self.db.outbox_after(before, BATCH).await?;
+        let fresh = cursor.fresh(&events);
+        let ids: BTreeSet<ProductId> = fresh.iter().filter_map(|e| e.product_id.parse().ok()).collect();
+        if !ids.is_empty() {
+            let ids: Vec<ProductId> = ids.into_iter().collect();
+            let live = self.db.get_products(&ids, Visibility::Everything).await?;
+            let rows: Vec<Row> = live.iter().filter_map(|(product, _)| Row::of(product)).collect();
+            let kept: BTreeSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+            let gone: Vec<String> =
+                ids.iter().map(ToString::to_string).filter(|id| !kept.contains(id.as_str())).collect();
+            self.milvus.delete(&gone).await?;
+            self.milvus.upsert(&rows).await?;
+        }
+        // Acknowledged: only now do these events count as applied.
+        let applied = fresh.len();
+        cursor.applied(fresh.iter().map(|e| e.id));
+        if cursor.watermark() != before {
+            self.db.set_consumer_watermark(super::CONSUMER, cursor.watermark()).await?;
+        }
+        if self.breaker.succeeded() {
+            tracing::info!("Milvus answers again; the sync drains the outbox backlog");
+        }
+        let mut status = self.status.lock().expect("status lock");
+        status.watermark = cursor.watermark();
+        if applied > 0 {
+            status.applied += applied as u64;
+            status.last_apply = Some(SystemTime::now());
+            metrics::counter!("soko_milvus_sync_events_total").increment(applied as u64);
+        }
+        status.last_error = None;
+        Ok(applied)
+    }
+
+    fn failed(&self, error: &SyncError, failures: u32) {
+        let transient = match error {
+            SyncError::Milvus(e) => {
+                self.breaker.failed(e);
+                e.is_transient()
+            }
+            SyncError::Store(_) => true,
+        };
+        metrics::counter!("soko_milvus_sync_errors_total").increment(1);
+        if transient {
+            tracing::warn!(error = %error, failures, "Milvus sync failed; retrying with back-off");
+        } else {
+            tracing::error!(error = %error, failures, "Milvus sync failed and needs an operator; retrying slowly");
+        }
+        self.status.lock().expect("status lock").last_error = Some(error.to_string());
+    }
+
+    async fn report_lag(&self, watermark: i64) {
+        if let Ok((head, oldest)) = self.db.outbox_lag(watermark).await {
+            let now = crate::domain::product::Timestamp::now().0;
+            let seconds = oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1e6);
+            metrics::gauge!("soko_milvus_sync_lag_events").set((head - watermark).max(0) as f64);
+            metrics::gauge!("soko_milvus_sync_lag_seconds").set(seconds);
+        }
+    }
+}
+
+/// Exponential back-off from [`BACKOFF_BASE`], capped at [`BACKOFF_MAX`], with up to half of it
+/// random so that replicas (and retries after a Milvus restart) do not arrive in step.
+fn backoff(failures: u32) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(BACKOFF_MAX);
+    let jitter = getrandom::u64().unwrap_or_default() % (exp.as_millis() as u64 / 2 + 1);
+    (exp / 2 + Duration::from_millis(jitter)).max(BACKOFF_BASE / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_back_off_grows_to_a_cap_and_is_jittered() {
+        assert!(backoff(1) <= BACKOFF_BASE);
+        assert!(backoff(4) >= BACKOFF_BASE * 4 && backoff(4) <= BACKOFF_BASE * 8);
+        for failures in [10, 100, u32::MAX] {
+            let wait = backoff(failures);
+            assert!(wait >= BACKOFF_MAX / 2 && wait <= BACKOFF_MAX, "{wait:?}");
+        }
+        let draws: BTreeSet<Duration> = (0..20).map(|_| backoff(8)).collect();
+        assert!(draws.len() > 1, "jittered");
+    }
+}

@@ -1,0 +1,277 @@
+//! Milvus kept in step with the catalog through the outbox (issue 14), against the real Milvus
+//! that scripts/test runs for the whole suite (`SOKO_TEST_MILVUS_ADDRESS`). Each test has a
+//! collection of its own.
+
+use std::time::{Duration, Instant};
+
+use soko::{
+    milvus::{IndexKind, Milvus, MilvusConfig, Row},
+    proto::catalog as pb,
+    search::distance::Metric,
+};
+
+use soko::proto::{
+    catalog::catalog_service_client::CatalogServiceClient, soko::auth::v1 as auth_pb,
+    soko::auth::v1::auth_service_client::AuthServiceClient,
+};
+
+use crate::common::{
+    Backend, Bearer, TestDatabase, process::SokoProcess, product, spawn_app_with, spawn_on, tool_ready,
+};
+
+/// The suite's Milvus, or `None` (a skip outside CI, a failure in it) when there is none.
+fn milvus_address() -> Option<String> {
+    let address = std::env::var("SOKO_TEST_MILVUS_ADDRESS").ok();
+    tool_ready(address.is_some(), "Milvus (scripts/test starts one and sets SOKO_TEST_MILVUS_ADDRESS)")
+        .then(|| address.unwrap())
+}
+
+fn collection_name() -> String {
+    format!("soko_t_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A client of our own for the test's collection, to look at Milvus behind Soko's back.
+fn milvus_client(address: &str, collection: &str, dim: usize) -> Milvus {
+    Milvus::new(MilvusConfig {
+        address: format!("http://{address}"),
+        username: None,
+        password: None,
+        timeout: Duration::from_secs(10),
+        collection: collection.into(),
+        index: IndexKind::Hnsw { m: 16, ef_construction: 64 },
+        dim,
+        metric: Metric::Cosine,
+    })
+    .expect("a Milvus client")
+}
+
+const ALL_FIELDS: &[&str] = &["id", "embedding", "category", "seller", "price_minor", "currency", "status"];
+
+/// Every entity in the collection, by id.
+async fn entities(milvus: &Milvus) -> std::collections::BTreeMap<String, Row> {
+    milvus.query("id != \"\"", ALL_FIELDS).await.expect("query").into_iter().map(|r| (r.id.clone(), r)).collect()
+}
+
+/// Waits up to `within` for `done` to hold of the collection's entities.
+async fn until(
+    milvus: &Milvus,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&std::collections::BTreeMap<String, Row>) -> bool,
+) -> std::collections::BTreeMap<String, Row> {
+    let started = Instant::now();
+    loop {
+        let now = entities(milvus).await;
+        if done(&now) {
+            return now;
+        }
+        assert!(started.elapsed() < within, "{what}: not within {within:?}; Milvus holds {} entities", now.len());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A distinct unit-ish vector per product, so upserts are not all the same point.
+fn embedding(i: usize) -> Vec<f32> {
+    (0..8).map(|d| ((i * 7 + d * 13) % 17) as f32 + 1.0).collect()
+}
+
+async fn products_written_through_the_api_reach_milvus(backend: Backend) {
+    let Some(address) = milvus_address() else { return };
+    let collection = collection_name();
+    let milvus_env = [("MILVUS_ADDRESS", address.as_str()), ("SOKO_MILVUS_COLLECTION", collection.as_str())];
+    let app = spawn_app_with(backend, &milvus_env).await;
+    let milvus = milvus_client(&address, &collection, 8);
+    let seller = app.seller("Milvus Seller").await;
+
+    // 1,000 products through the API, eight writers at a time; every tenth a draft.
+    const COUNT: usize = 1_000;
+    let mut created: Vec<pb::Product> = Vec::with_capacity(COUNT);
+    let mut writes = futures_util::stream::iter((0..COUNT).map(|i| {
+        let mut p =
+            product(&seller.id, &format!("Item {i}"), if i % 2 == 0 { "shoes" } else { "dresses" }, 100 + i as i64);
+        p.embedding = embedding(i);
+        if i % 10 == 0 {
+            p.status = pb::ProductStatus::Draft.into();
+        }
+        let app = &app;
+        async move { app.create(p).await }
+    }))
+    .buffer_unordered(8);
+    use futures_util::StreamExt as _;
+    while let Some(p) = writes.next().await {
+        created.push(p);
+    }
+    drop(writes);
+
+    let synced = until(&milvus, Duration::from_secs(120), "1,000 products in Milvus", |e| e.len() == COUNT).await;
+    for p in &created {
+        let row = &synced[&p.id];
+        let price = p.price.as_ref().unwrap();
+        assert_eq!(
+            (row.category.as_str(), row.seller.as_str(), row.price_minor, row.currency.as_str()),
+            (p.category_id.as_str(), seller.id.as_str(), price.amount_minor, price.currency_code.as_str()),
+            "scalar fields of {}",
+            p.id
+        );
+        let status = if p.status == i32::from(pb::ProductStatus::Draft) { "draft" } else { "active" };
+        assert_eq!(row.status, status);
+        assert_eq!(row.embedding, p.embedding, "the vector of {}", p.id);
+    }
+
+    // An update, a delete, and an embedding taken away all propagate.
+    let mut client = app.catalog.clone();
+    let (updated, deleted, unembedded) = (&created[1], &created[2], &created[3]);
+    client
+        .update_product(pb::UpdateProductRequest {
+            product: Some(pb::Product {
+                id: updated.id.clone(),
+                price: Some(pb::Money { amount_minor: 99_999, currency_code: "UGX".into() }),
+                category_id: "furniture".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["price".into(), "category_id".into()] }),
+        })
+        .await
+        .expect("update");
+    client.delete_product(pb::DeleteProductRequest { id: deleted.id.clone() }).await.expect("delete");
+    client
+        .update_product(pb::UpdateProductRequest {
+            product: Some(pb::Product { id: unembedded.id.clone(), ..Default::default() }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["embedding".into()] }),
+        })
+        .await
+        .expect("remove the embedding");
+    let after = until(&milvus, Duration::from_secs(60), "the update and deletes in Milvus", |e| {
+        e.len() == COUNT - 2 && e.get(&updated.id).is_some_and(|r| r.price_minor == 99_999)
+    })
+    .await;
+    let row = &after[&updated.id];
+    assert_eq!((row.category.as_str(), row.currency.as_str()), ("furniture", "UGX"));
+    assert!(!after.contains_key(&deleted.id) && !after.contains_key(&unembedded.id));
+
+    // Replaying the whole outbox changes nothing: a new server continues from a zeroed watermark.
+    let url = app.database.as_ref().unwrap().url.clone();
+    let database = {
+        let mut app = app;
+        let database = app.database.take();
+        app.stop().await.expect("clean stop");
+        database.unwrap()
+    };
+    let head = outbox_head(&database).await;
+    database.execute("UPDATE outbox_consumers SET watermark = 0").await;
+    let replayed = spawn_on(&url, &milvus_env).await;
+    let started = Instant::now();
+    while replayed.db.consumer_watermark(soko::milvus::CONSUMER).await.unwrap() < head {
+        assert!(started.elapsed() < Duration::from_secs(60), "the replay did not reach the outbox head");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(entities(&milvus).await, after, "a replay from zero left Milvus as it was");
+    replayed.stop().await.expect("clean stop");
+    milvus.drop_collection().await.expect("drop the test collection");
+}
+
+async fn outbox_head(database: &TestDatabase) -> i64 {
+    let db = soko::store::Db::connect(
+        &soko::configuration::DatabaseUrl::parse(&database.url).unwrap(),
+        &soko::store::PoolSettings { max_size: 1, checkout_timeout: Duration::from_secs(5) },
+    )
+    .unwrap();
+    db.outbox_lag(0).await.unwrap().0
+}
+
+backend_tests!(products_written_through_the_api_reach_milvus);
+
+/// A collection made for one dimension stops a server configured for another, and says both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_of_another_dimension_stops_start_up() {
+    let Some(address) = milvus_address() else { return };
+    let collection = collection_name();
+    let milvus = milvus_client(&address, &collection, 8);
+    milvus.ensure_collection().await.expect("an 8-dimensional collection");
+    let database = TestDatabase::create(Backend::Sqlite).await;
+    let config = crate::common::test_config(
+        &database.url,
+        &[
+            ("MILVUS_ADDRESS", address.as_str()),
+            ("SOKO_MILVUS_COLLECTION", collection.as_str()),
+            ("SOKO_EMBEDDING_DIM", "16"),
+        ],
+    );
+    let error = match soko::startup::Application::build(config).await {
+        Ok(_) => panic!("a server started on a collection of the wrong dimension"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("dimension 8") && error.contains("SOKO_EMBEDDING_DIM is 16"), "{error}");
+    milvus.drop_collection().await.expect("drop the test collection");
+}
+
+/// Two servers on one database: one syncs. Killed (no goodbye, its lease left to expire), the
+/// other takes over within the lease time and syncs what was written meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_takes_the_sync_over_when_the_first_dies() {
+    let Some(address) = milvus_address() else { return };
+    let collection = collection_name();
+    let milvus = milvus_client(&address, &collection, 8);
+    let database = TestDatabase::create(Backend::Sqlite).await;
+    let env = [
+        ("DATABASE_URL", database.url.as_str()),
+        ("MILVUS_ADDRESS", address.as_str()),
+        ("SOKO_MILVUS_COLLECTION", collection.as_str()),
+        ("SOKO_SNAPSHOT_INTERVAL_SECS", "0"),
+    ];
+    let first = SokoProcess::start(&env).await;
+    let second = SokoProcess::start(&env).await;
+    let holder =
+        |process: &SokoProcess| process.lines().iter().any(|l| l["message"] == "this replica now syncs Milvus");
+    let started = Instant::now();
+    while !holder(&first) && !holder(&second) {
+        assert!(started.elapsed() < Duration::from_secs(20), "neither server took the sync lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!(holder(&first) && holder(&second)), "both servers sync at once");
+    let (dying, survivor) = if holder(&first) { (first, second) } else { (second, first) };
+    // Dropped is killed: SIGKILL, so the lease is left to expire.
+    drop(dying);
+
+    // A product written through the survivor while nobody holds a live lease.
+    let channel = survivor.channel().await;
+    let (email, password) = ("takeover@soko.test", "a long passphrase for the takeover");
+    AuthServiceClient::new(channel.clone())
+        .register(auth_pb::RegisterRequest {
+            email: email.into(),
+            password: password.into(),
+            role: auth_pb::Role::Seller.into(),
+        })
+        .await
+        .expect("register");
+    let token = crate::common::login(&channel, email, password).await.access_token;
+    let mut catalog = CatalogServiceClient::with_interceptor(channel, Bearer::new(Some(&token)));
+    let seller = catalog
+        .create_seller(pb::CreateSellerRequest { display_name: "Takeover Seller".into() })
+        .await
+        .expect("create seller")
+        .into_inner()
+        .seller
+        .expect("a seller");
+    let written = catalog
+        .create_product(pb::CreateProductRequest {
+            product: Some(product(&seller.id, "Written during the takeover", "shoes", 700)),
+        })
+        .await
+        .expect("create product")
+        .into_inner()
+        .product
+        .expect("a product");
+    let killed_at = Instant::now();
+    until(&milvus, soko::milvus::LEASE_TTL + Duration::from_secs(20), "the survivor's sync", |e| {
+        e.contains_key(&written.id)
+    })
+    .await;
+    assert!(holder(&survivor), "the survivor took the lease");
+    assert!(
+        killed_at.elapsed() < soko::milvus::LEASE_TTL + Duration::from_secs(10),
+        "taken over in {:?}",
+        killed_at.elapsed()
+    );
+    milvus.drop_collection().await.expect("drop the test collection");
+}
