@@ -707,7 +707,8 @@ impl Config {
 
         let traces = traces(&var, &mut problems);
         let milvus = milvus(&var, embedding_dim, hnsw, &mut problems);
-        let sentry = sentry(&var, env, &database, &auth, &rate_limits, &transport, milvus.as_ref(), &mut problems);
+        let secrets = known_secrets(&database, &auth, &rate_limits, &transport, milvus.as_ref());
+        let sentry = sentry(&var, env, secrets, &mut problems);
         let web = var("SOKO_WEB_ADDR").map(|raw| {
             let addr = parse_or(&mut problems, "SOKO_WEB_ADDR", Some(raw), SocketAddr::from(([127, 0, 0, 1], 8080)));
             let grpc_url = var("SOKO_WEB_GRPC_URL");
@@ -823,29 +824,14 @@ fn traces(
 /// `SENTRY_DSN`, `SENTRY_RELEASE`, `SENTRY_ENVIRONMENT` and `SENTRY_TRACES_SAMPLE_RATE`, the
 /// names Sentry's own SDKs read. The secrets this process holds are handed over too, so that an
 /// event can never carry one.
-fn sentry(
-    var: &impl Fn(&str) -> Option<String>,
-    env: Environment,
+/// Every secret the configuration holds, for scrubbers to look for.
+fn known_secrets(
     database: &DatabaseUrl,
     auth: &AuthConfig,
     rate_limits: &RateLimitConfig,
     transport: &TransportConfig,
     milvus: Option<&crate::milvus::MilvusConfig>,
-    problems: &mut Vec<String>,
-) -> Option<crate::telemetry::sentry::SentryConfig> {
-    let raw = var("SENTRY_DSN")?;
-    let dsn = match raw.parse::<sentry::types::Dsn>() {
-        Ok(dsn) => dsn,
-        Err(e) => {
-            problems.push(format!("SENTRY_DSN: {e} (expected https://KEY@HOST/PROJECT)"));
-            return None;
-        }
-    };
-    let traces_sample_rate: f32 =
-        parse_or(problems, "SENTRY_TRACES_SAMPLE_RATE", var("SENTRY_TRACES_SAMPLE_RATE"), 0.1);
-    if !(0.0..=1.0).contains(&traces_sample_rate) {
-        problems.push(format!("SENTRY_TRACES_SAMPLE_RATE: {traces_sample_rate} is outside 0..=1"));
-    }
+) -> Vec<Secret> {
     let url_password = |url: &str| -> Option<Secret> {
         let (_, rest) = url.split_once("://")?;
         let authority = rest.split(['/', '?', '#']).next()?;
@@ -861,6 +847,28 @@ fn sentry(
     }
     secrets.extend(rate_limits.redis_url.as_ref().and_then(|url| url_password(&url.0)));
     secrets.extend(milvus.and_then(|m| m.password.clone()));
+    secrets
+}
+
+fn sentry(
+    var: &impl Fn(&str) -> Option<String>,
+    env: Environment,
+    secrets: Vec<Secret>,
+    problems: &mut Vec<String>,
+) -> Option<crate::telemetry::sentry::SentryConfig> {
+    let raw = var("SENTRY_DSN")?;
+    let dsn = match raw.parse::<sentry::types::Dsn>() {
+        Ok(dsn) => dsn,
+        Err(e) => {
+            problems.push(format!("SENTRY_DSN: {e} (expected https://KEY@HOST/PROJECT)"));
+            return None;
+        }
+    };
+    let traces_sample_rate: f32 =
+        parse_or(problems, "SENTRY_TRACES_SAMPLE_RATE", var("SENTRY_TRACES_SAMPLE_RATE"), 0.1);
+    if !(0.0..=1.0).contains(&traces_sample_rate) {
+        problems.push(format!("SENTRY_TRACES_SAMPLE_RATE: {traces_sample_rate} is outside 0..=1"));
+    }
     Some(crate::telemetry::sentry::SentryConfig {
         dsn,
         release: var("SENTRY_RELEASE").unwrap_or_else(crate::telemetry::sentry::default_release),
