@@ -18,6 +18,7 @@ struct Ops {
     database_breaker: Arc<CircuitBreaker>,
     limiter: Arc<RateLimiter>,
     search: Arc<SearchEngine>,
+    milvus: Option<Arc<crate::milvus::MilvusSync>>,
 }
 
 pub fn router(
@@ -26,12 +27,13 @@ pub fn router(
     limiter: Arc<RateLimiter>,
     search: Arc<SearchEngine>,
     database_breaker: Arc<CircuitBreaker>,
+    milvus: Option<Arc<crate::milvus::MilvusSync>>,
 ) -> Router {
     Router::new()
         .route("/health", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(Ops { health, db, database_breaker, limiter, search })
+        .with_state(Ops { health, db, database_breaker, limiter, search, milvus })
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -111,6 +113,23 @@ async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
         },
         "degraded": cache.degraded,
     });
+    // A failing or lagging Milvus degrades vector search to the local index and leaves the
+    // outbox holding the backlog: reported, never a reason to take the replica out.
+    let milvus = match &ops.milvus {
+        None => json!({ "ok": true, "backend": "off", "degraded": false }),
+        Some(sync) => {
+            let s = sync.status();
+            json!({
+                "ok": !s.degraded(),
+                "backend": "milvus",
+                "degraded": s.degraded(),
+                "circuit": s.circuit,
+                "syncing_here": s.syncing_here,
+                "lag_events": s.lag_events,
+                "lag_seconds": s.lag.as_secs_f64(),
+            })
+        }
+    };
     let ok = serving && db_ok;
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
@@ -118,7 +137,12 @@ async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
         "serving": serving,
         "version": crate::build_info::VERSION,
         "commit": crate::build_info::GIT_COMMIT,
-        "checks": { "database": database, "rate_limiter": rate_limiter, "search_cache": search_cache },
+        "checks": {
+            "database": database,
+            "rate_limiter": rate_limiter,
+            "search_cache": search_cache,
+            "milvus": milvus,
+        },
     });
     (code, Json(body))
 }

@@ -204,6 +204,19 @@ impl Application {
             redis.clone().map(|link| (link, config.rate_limits.key_prefix.clone())),
         ));
         search.listen(product_cache.clone());
+        // Milvus follows the outbox on connections of its own, like the search follower.
+        let milvus_sync = match milvus {
+            Some(milvus) => {
+                let sync_db = Db::connect(
+                    &config.database,
+                    &PoolSettings { max_size: FOLLOWER_POOL_SIZE, checkout_timeout: FOLLOWER_CHECKOUT_TIMEOUT },
+                )
+                .context("setting up the Milvus sync's connections")?;
+                let breaker = Arc::new(crate::breaker::CircuitBreaker::new("milvus", 3, Duration::from_secs(5)));
+                Some(crate::milvus::MilvusSync::new(sync_db, milvus, breaker))
+            }
+            None => None,
+        };
         let embedder = crate::embed::from_config(&config.embedder, config.embedding_dim, config.image_embed_max_wait)
             .context("setting up the image embedder")?;
         tracing::info!(embedder = embedder.name(), dim = embedder.dim(), "image embedder configured");
@@ -301,6 +314,7 @@ impl Application {
                 backups,
                 switches.clone(),
                 search.clone(),
+                milvus_sync.clone(),
             )))
             .add_service(
                 // SearchByImage carries a photo of up to 10 MiB: this service alone takes uploads.
@@ -334,7 +348,14 @@ impl Application {
         }
 
         let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
-        let ops_router = ops::router(health.clone(), db.clone(), limiter, search.clone(), database_breaker.clone());
+        let ops_router = ops::router(
+            health.clone(),
+            db.clone(),
+            limiter,
+            search.clone(),
+            database_breaker.clone(),
+            milvus_sync.clone(),
+        );
         let ops = axum::serve(ops_listener, ops::protect_metrics(ops_router, config.transport.metrics_token.clone()))
             .with_graceful_shutdown(async {
                 let _ = ops_stopped.await;
@@ -384,23 +405,12 @@ impl Application {
                 }
             }
         });
-        // Milvus follows the outbox on connections of its own, like the search follower.
         let (stop_milvus, milvus_stopped) = tokio::sync::oneshot::channel::<()>();
-        let milvus_sync = match milvus {
-            Some(milvus) => {
-                let sync_db = Db::connect(
-                    &config.database,
-                    &PoolSettings { max_size: FOLLOWER_POOL_SIZE, checkout_timeout: FOLLOWER_CHECKOUT_TIMEOUT },
-                )
-                .context("setting up the Milvus sync's connections")?;
-                let breaker = Arc::new(crate::breaker::CircuitBreaker::new("milvus", 3, Duration::from_secs(5)));
-                let sync = crate::milvus::MilvusSync::new(sync_db, milvus, breaker);
-                Some(tokio::spawn(sync.run(async {
-                    let _ = milvus_stopped.await;
-                })))
-            }
-            None => None,
-        };
+        let milvus_task = milvus_sync.clone().map(|sync| {
+            tokio::spawn(sync.run(async {
+                let _ = milvus_stopped.await;
+            }))
+        });
         // Search serves once its index has caught up with the outbox.
         let (stop_search, search_stopped) = tokio::sync::oneshot::channel::<()>();
         let follower = tokio::spawn(search.clone().follow(async {
@@ -458,8 +468,8 @@ impl Application {
         let _ = tokio::time::timeout(Duration::from_secs(1), ops).await;
         let _ = follower.await;
         let _ = stop_milvus.send(());
-        if let Some(sync) = milvus_sync {
-            let _ = sync.await;
+        if let Some(task) = milvus_task {
+            let _ = task.await;
         }
         drop(db);
         match drained {

@@ -34,6 +34,8 @@ pub struct AdminApi {
     backups: Backups,
     switches: Switches,
     search: Arc<SearchEngine>,
+    /// The Milvus sync, when Milvus is configured.
+    milvus: Option<Arc<crate::milvus::MilvusSync>>,
 }
 
 impl AdminApi {
@@ -44,8 +46,9 @@ impl AdminApi {
         backups: Backups,
         switches: Switches,
         search: Arc<SearchEngine>,
+        milvus: Option<Arc<crate::milvus::MilvusSync>>,
     ) -> Self {
-        Self { accounts, api_keys, audit, backups, switches, search }
+        Self { accounts, api_keys, audit, backups, switches, search, milvus }
     }
 
     /// Records the call in the audit log and converts its result.
@@ -172,6 +175,39 @@ fn local_sync_to_proto(s: &SyncStatus) -> pb::IndexSyncStatus {
         last_apply_time: s.last_apply.and_then(timestamp),
         last_reconcile_time: None,
         last_error: s.last_error.clone().unwrap_or_default(),
+    }
+}
+
+/// Milvus's sync as this replica sees it; `count` is the collection's size, or why it could not
+/// be read (which then is the error reported).
+fn milvus_sync_to_proto(
+    s: &crate::milvus::MilvusSyncStatus,
+    count: Result<i64, crate::milvus::MilvusError>,
+) -> pb::IndexSyncStatus {
+    let (vector_count, count_error) = match count {
+        Ok(count) => (count, None),
+        Err(e) => (0, Some(e.to_string())),
+    };
+    let last_error = s.last_error.clone().or(count_error);
+    let state = if last_error.is_some() || s.circuit != "closed" || s.lag > crate::milvus::DEGRADED_LAG {
+        pb::SyncState::Failing
+    } else if s.lag_events > CATCHING_UP_EVENTS {
+        pb::SyncState::CatchingUp
+    } else {
+        pb::SyncState::Healthy
+    };
+    pb::IndexSyncStatus {
+        state: state as i32,
+        watermark: s.watermark,
+        lag_events: s.lag_events,
+        lag: Some(prost_types::Duration {
+            seconds: i64::try_from(s.lag.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(s.lag.subsec_nanos()).unwrap_or(0),
+        }),
+        vector_count,
+        last_apply_time: s.last_apply.and_then(timestamp),
+        last_reconcile_time: None,
+        last_error: last_error.unwrap_or_default(),
     }
 }
 
@@ -344,7 +380,10 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::GetSyncStatusResponse {
             outbox_head_id: status.head,
             local_index: Some(local_sync_to_proto(&status)),
-            milvus: Some(pb::IndexSyncStatus { state: pb::SyncState::Disabled as i32, ..Default::default() }),
+            milvus: Some(match &self.milvus {
+                Some(sync) => milvus_sync_to_proto(&sync.status(), sync.milvus().count().await),
+                None => pb::IndexSyncStatus { state: pb::SyncState::Disabled as i32, ..Default::default() },
+            }),
             reindex: self.search.reindex_progress().map(reindex_to_proto),
         }))
     }

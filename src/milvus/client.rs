@@ -217,6 +217,31 @@ impl Milvus {
         super::schema::rows(&answer.fields_data).map_err(|what| MilvusError::Protocol { op: OP, what })
     }
 
+    /// How many entities the collection holds (strongly consistent).
+    pub async fn count(&self) -> Result<i64, MilvusError> {
+        const OP: &str = "Query";
+        use crate::proto::milvus::proto::schema::{ScalarField, field_data, scalar_field};
+        let request = pb::QueryRequest {
+            collection_name: self.config.collection.clone(),
+            output_fields: vec!["count(*)".into()],
+            consistency_level: common::ConsistencyLevel::Strong as i32,
+            ..Default::default()
+        };
+        let answer = self.stub().query(request).await.map_err(|s| MilvusError::from_status(OP, s))?.into_inner();
+        check(OP, answer.status)?;
+        answer
+            .fields_data
+            .iter()
+            .find(|f| f.field_name == "count(*)")
+            .and_then(|f| match &f.field {
+                Some(field_data::Field::Scalars(ScalarField { data: Some(scalar_field::Data::LongData(l)) })) => {
+                    l.data.first().copied()
+                }
+                _ => None,
+            })
+            .ok_or(MilvusError::Protocol { op: OP, what: "no count(*) in the answer".into() })
+    }
+
     /// Waits, up to `within`, for `probe` to say yes; Milvus does some things (loading) in the
     /// background after acknowledging them.
     pub(super) async fn wait_until<F, Fut>(&self, within: Duration, mut probe: F) -> Result<bool, MilvusError>

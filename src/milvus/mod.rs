@@ -15,7 +15,7 @@ use std::time::Duration;
 use client::check;
 pub use client::{Milvus, MilvusError};
 pub use collection::metric_name;
-pub use sync::{CONSUMER, LEASE_TTL, MilvusSync, MilvusSyncStatus};
+pub use sync::{CONSUMER, DEGRADED_LAG, LEASE_TTL, MilvusSync, MilvusSyncStatus};
 
 use crate::{configuration::Secret, domain::product::Product, search::distance::Metric};
 

@@ -15,7 +15,7 @@
 use std::{
     collections::BTreeSet,
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use super::{Milvus, MilvusError, Row};
@@ -48,15 +48,39 @@ pub enum SyncError {
     Milvus(#[from] MilvusError),
 }
 
-/// What `GetSyncStatus` and `/health/ready` report of the sync.
+/// What `GetSyncStatus` and `/health/ready` report of the sync. Every replica measures the
+/// shared watermark's lag, so any of them can tell whether Milvus is keeping up, whichever one
+/// syncs.
 #[derive(Debug, Clone, Default)]
 pub struct MilvusSyncStatus {
     /// Whether this replica holds the lease (is the one syncing).
     pub syncing_here: bool,
+    /// The shared watermark, as last read or moved here.
     pub watermark: i64,
+    /// The outbox head when the lag was last measured.
+    pub head: i64,
+    /// Events past the watermark, and the age of the oldest of them.
+    pub lag_events: i64,
+    pub lag: Duration,
+    /// Events applied by this replica since it started.
     pub applied: u64,
-    pub last_apply: Option<SystemTime>,
+    pub last_apply: Option<crate::domain::product::Timestamp>,
+    /// The last failure of this replica's sync; cleared by a success.
     pub last_error: Option<String>,
+    /// The breaker in front of Milvus on this replica (`closed`, `open`, `half_open`).
+    pub circuit: &'static str,
+}
+
+/// Past this lag a replica that does not sync itself reports Milvus as degraded: nobody is
+/// keeping it up to date.
+pub const DEGRADED_LAG: Duration = Duration::from_secs(30);
+
+impl MilvusSyncStatus {
+    /// Whether Milvus is behind or failing, as health reports it (search stays SERVING: vector
+    /// search falls back to the local index).
+    pub fn degraded(&self) -> bool {
+        self.last_error.is_some() || self.circuit != "closed" || self.lag > DEGRADED_LAG
+    }
 }
 
 pub struct MilvusSync {
@@ -75,7 +99,13 @@ impl MilvusSync {
     }
 
     pub fn status(&self) -> MilvusSyncStatus {
-        self.status.lock().expect("status lock").clone()
+        let mut status = self.status.lock().expect("status lock").clone();
+        status.circuit = self.breaker.state().as_str();
+        status
+    }
+
+    pub fn milvus(&self) -> &Milvus {
+        &self.milvus
     }
 
     /// Syncs until `stop` resolves (finishing the batch in hand), then gives the lease up so
@@ -100,11 +130,9 @@ impl MilvusSync {
                     backoff(failures)
                 }
             };
-            if let Some(cursor) = &cursor
-                && last_lag_report.elapsed() >= LAG_REPORT_INTERVAL
-            {
+            if last_lag_report.elapsed() >= LAG_REPORT_INTERVAL {
                 last_lag_report = Instant::now();
-                self.report_lag(cursor.watermark()).await;
+                self.measure_lag(cursor.as_ref().map(OutboxCursor::watermark)).await;
             }
             tokio::select! {
                 () = &mut stop => break,
@@ -184,9 +212,13 @@ impl MilvusSync {
         }
         let mut status = self.status.lock().expect("status lock");
         status.watermark = cursor.watermark();
+        if fresh.is_empty() && events.is_empty() {
+            // Caught up: no need to wait for the next measurement to say so.
+            (status.lag_events, status.lag) = (0, Duration::ZERO);
+        }
         if applied > 0 {
             status.applied += applied as u64;
-            status.last_apply = Some(SystemTime::now());
+            status.last_apply = Some(crate::domain::product::Timestamp::now());
             metrics::counter!("soko_milvus_sync_events_total").increment(applied as u64);
         }
         status.last_error = None;
@@ -210,13 +242,24 @@ impl MilvusSync {
         self.status.lock().expect("status lock").last_error = Some(error.to_string());
     }
 
-    async fn report_lag(&self, watermark: i64) {
-        if let Ok((head, oldest)) = self.db.outbox_lag(watermark).await {
-            let now = crate::domain::product::Timestamp::now().0;
-            let seconds = oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1e6);
-            metrics::gauge!("soko_milvus_sync_lag_events").set((head - watermark).max(0) as f64);
-            metrics::gauge!("soko_milvus_sync_lag_seconds").set(seconds);
-        }
+    /// How far the shared watermark is behind the outbox: this replica's own when it syncs,
+    /// the stored one otherwise.
+    async fn measure_lag(&self, held: Option<i64>) {
+        let watermark = match held {
+            Some(watermark) => watermark,
+            None => match self.db.consumer_watermark(super::CONSUMER).await {
+                Ok(watermark) => watermark,
+                Err(e) => return tracing::debug!(error = %e, "reading the Milvus watermark failed"),
+            },
+        };
+        let Ok((head, oldest)) = self.db.outbox_lag(watermark).await else { return };
+        let now = crate::domain::product::Timestamp::now().0;
+        let lag = Duration::from_micros(oldest.map_or(0, |t| (now - t).max(0)) as u64);
+        let lag_events = (head - watermark).max(0);
+        metrics::gauge!("soko_milvus_sync_lag_events").set(lag_events as f64);
+        metrics::gauge!("soko_milvus_sync_lag_seconds").set(lag.as_secs_f64());
+        let mut status = self.status.lock().expect("status lock");
+        (status.watermark, status.head, status.lag_events, status.lag) = (watermark, head, lag_events, lag);
     }
 }
 

@@ -179,7 +179,7 @@ async fn outbox_head(database: &TestDatabase) -> i64 {
     db.outbox_lag(0).await.unwrap().0
 }
 
-backend_tests!(products_written_through_the_api_reach_milvus);
+backend_tests!(products_written_through_the_api_reach_milvus, writes_survive_milvus_going_away);
 
 /// A collection made for one dimension stops a server configured for another, and says both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,5 +273,83 @@ async fn a_second_server_takes_the_sync_over_when_the_first_dies() {
         "taken over in {:?}",
         killed_at.elapsed()
     );
+    milvus.drop_collection().await.expect("drop the test collection");
+}
+
+async fn readiness(app: &crate::common::TestApp) -> (u16, serde_json::Value) {
+    let response = crate::common::http::request(app.ops_addr, "GET", "/health/ready", &[], b"").await;
+    (response.status, serde_json::from_slice(&response.body).expect("JSON readiness"))
+}
+
+/// Milvus unreachable mid-sync (a proxy in front of the suite's Milvus cut, as a stopped server
+/// would be): writes keep succeeding, the replica stays ready with Milvus reported degraded,
+/// GetSyncStatus says FAILING with the backlog; back up, the backlog drains and Milvus matches
+/// the database id for id.
+async fn writes_survive_milvus_going_away(backend: Backend) {
+    let Some(address) = milvus_address() else { return };
+    let proxy = crate::common::proxy::Proxy::start(address.parse().expect("host:port")).await;
+    let collection = collection_name();
+    let proxied = proxy.addr.to_string();
+    let app = spawn_app_with(
+        backend,
+        &[
+            ("MILVUS_ADDRESS", proxied.as_str()),
+            ("SOKO_MILVUS_COLLECTION", collection.as_str()),
+            ("MILVUS_TIMEOUT", "2"),
+        ],
+    )
+    .await;
+    let milvus = milvus_client(&address, &collection, 8);
+    let seller = app.seller("Outage Seller").await;
+    let mut ids = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let mut p = product(&seller.id, &format!("Before {i}"), "shoes", 100 + i);
+        p.embedding = embedding(i as usize);
+        ids.insert(app.create(p).await.id);
+    }
+    until(&milvus, Duration::from_secs(60), "the first products", |e| e.len() == ids.len()).await;
+
+    proxy.down().await;
+    let mut client = app.catalog.clone();
+    let gone = ids.pop_first().unwrap();
+    client.delete_product(pb::DeleteProductRequest { id: gone.clone() }).await.expect("a delete while Milvus is away");
+    for i in 0..30 {
+        let mut p = product(&seller.id, &format!("During {i}"), "dresses", 500 + i);
+        p.embedding = embedding(100 + i as usize);
+        ids.insert(app.create(p).await.id);
+    }
+    let started = Instant::now();
+    loop {
+        let (status, body) = readiness(&app).await;
+        assert_eq!(status, 200, "a Milvus outage never makes the replica unready: {body}");
+        if body["checks"]["milvus"]["degraded"] == true {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "Milvus never reported degraded: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut admin = app.admin_as(Some(&app.admin_token));
+    let sync = admin
+        .get_sync_status(soko::proto::soko::admin::v1::GetSyncStatusRequest {})
+        .await
+        .expect("sync status")
+        .into_inner()
+        .milvus
+        .expect("milvus status");
+    assert_eq!(sync.state, soko::proto::soko::admin::v1::SyncState::Failing as i32, "{sync:?}");
+    assert!(!sync.last_error.is_empty(), "{sync:?}");
+
+    proxy.up();
+    let healed = until(&milvus, Duration::from_secs(90), "the backlog drained", |e| {
+        e.len() == ids.len() && !e.contains_key(&gone)
+    })
+    .await;
+    assert_eq!(healed.keys().cloned().collect::<std::collections::BTreeSet<_>>(), ids, "Milvus matches the database");
+    let started = Instant::now();
+    while readiness(&app).await.1["checks"]["milvus"]["degraded"] != false {
+        assert!(started.elapsed() < Duration::from_secs(30), "Milvus still degraded after recovering");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.stop().await.expect("clean stop");
     milvus.drop_collection().await.expect("drop the test collection");
 }
