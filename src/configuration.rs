@@ -887,7 +887,20 @@ fn milvus(
     hnsw: crate::search::vector::HnswParams,
     problems: &mut Vec<String>,
 ) -> Option<crate::milvus::MilvusConfig> {
-    let raw = var("MILVUS_ADDRESS")?;
+    let route_search = match var("SOKO_VECTOR_BACKEND").as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("local") => false,
+        Some("milvus") => true,
+        Some(other) => {
+            problems.push(format!("SOKO_VECTOR_BACKEND: `{other}` is not one of local, milvus"));
+            false
+        }
+    };
+    let Some(raw) = var("MILVUS_ADDRESS") else {
+        if route_search {
+            problems.push("SOKO_VECTOR_BACKEND: `milvus` needs MILVUS_ADDRESS".into());
+        }
+        return None;
+    };
     let address = if raw.contains("://") { raw.trim().to_owned() } else { format!("http://{}", raw.trim()) };
     if !(address.starts_with("http://") || address.starts_with("https://"))
         || address.parse::<http::Uri>().map_or(true, |u| u.host().is_none())
@@ -926,7 +939,14 @@ fn milvus(
             crate::milvus::IndexKind::Hnsw { m: hnsw.m, ef_construction: hnsw.ef_construction }
         }
     };
+    let nprobe: usize = parse_or(problems, "SOKO_MILVUS_NPROBE", var("SOKO_MILVUS_NPROBE"), 16);
+    if !(1..=65_536).contains(&nprobe) {
+        problems.push(format!("SOKO_MILVUS_NPROBE: {nprobe} is outside 1..=65536"));
+    }
     Some(crate::milvus::MilvusConfig {
+        route_search,
+        ef_search: hnsw.ef_search,
+        nprobe,
         address,
         username,
         password,

@@ -212,7 +212,16 @@ impl Application {
                     &PoolSettings { max_size: FOLLOWER_POOL_SIZE, checkout_timeout: FOLLOWER_CHECKOUT_TIMEOUT },
                 )
                 .context("setting up the Milvus sync's connections")?;
+                // One breaker for the sync and the searches: both see the same Milvus.
                 let breaker = Arc::new(crate::breaker::CircuitBreaker::new("milvus", 3, Duration::from_secs(5)));
+                if milvus.config().route_search {
+                    search.route_vectors_to(Arc::new(crate::milvus::MilvusVectors::new(
+                        milvus.clone(),
+                        db.clone(),
+                        breaker.clone(),
+                    )));
+                    tracing::info!(collection = milvus.collection(), "vector search goes to Milvus");
+                }
                 Some(crate::milvus::MilvusSync::new(sync_db, milvus, breaker))
             }
             None => None,

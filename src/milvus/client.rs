@@ -145,6 +145,10 @@ impl Milvus {
         Ok(Self { stub, config })
     }
 
+    pub fn config(&self) -> &MilvusConfig {
+        &self.config
+    }
+
     pub fn collection(&self) -> &str {
         &self.config.collection
     }
@@ -215,6 +219,63 @@ impl Milvus {
         let answer = self.stub().query(request).await.map_err(|s| MilvusError::from_status(OP, s))?.into_inner();
         check(OP, answer.status)?;
         super::schema::rows(&answer.fields_data).map_err(|what| MilvusError::Protocol { op: OP, what })
+    }
+
+    /// The `k` entities nearest to `vector` among those matching `expr`, best first, as (id,
+    /// score): the metric's similarity for COSINE, the distance for L2. Strongly consistent, so
+    /// every write Milvus acknowledged before the call is seen.
+    pub async fn search(&self, vector: &[f32], k: usize, expr: &str) -> Result<Vec<(String, f32)>, MilvusError> {
+        const OP: &str = "Search";
+        use crate::proto::milvus::proto::{
+            common::{DslType, PlaceholderGroup, PlaceholderType, PlaceholderValue},
+            schema::i_ds::IdField,
+        };
+        use prost::Message as _;
+        let placeholder = PlaceholderGroup {
+            placeholders: vec![PlaceholderValue {
+                tag: "$0".into(),
+                r#type: PlaceholderType::FloatVector as i32,
+                values: vec![vector.iter().flat_map(|x| x.to_le_bytes()).collect()],
+            }],
+        };
+        let params = match self.config.index {
+            super::IndexKind::Hnsw { .. } => format!("{{\"ef\": {}}}", self.config.ef_search.max(k)),
+            super::IndexKind::IvfFlat { .. } => format!("{{\"nprobe\": {}}}", self.config.nprobe),
+        };
+        let kv = |key: &str, value: String| common::KeyValuePair { key: key.to_owned(), value };
+        let request = pb::SearchRequest {
+            collection_name: self.config.collection.clone(),
+            dsl: expr.to_owned(),
+            dsl_type: DslType::BoolExprV1 as i32,
+            placeholder_group: placeholder.encode_to_vec(),
+            search_params: vec![
+                kv("anns_field", super::schema::EMBEDDING.into()),
+                kv("topk", k.to_string()),
+                kv("metric_type", super::metric_name(self.config.metric).into()),
+                kv("params", params),
+                kv("round_decimal", "-1".into()),
+            ],
+            nq: 1,
+            consistency_level: common::ConsistencyLevel::Strong as i32,
+            ..Default::default()
+        };
+        let answer = self.stub().search(request).await.map_err(|s| MilvusError::from_status(OP, s))?.into_inner();
+        check(OP, answer.status)?;
+        let Some(results) = answer.results else { return Ok(Vec::new()) };
+        let ids = match results.ids.and_then(|ids| ids.id_field) {
+            Some(IdField::StrId(ids)) => ids.data,
+            None => Vec::new(),
+            Some(IdField::IntId(_)) => {
+                return Err(MilvusError::Protocol {
+                    op: OP,
+                    what: "integer ids in a collection keyed by strings".into(),
+                });
+            }
+        };
+        if ids.len() != results.scores.len() {
+            return Err(MilvusError::Protocol { op: OP, what: "ids and scores of different lengths".into() });
+        }
+        Ok(ids.into_iter().zip(results.scores).collect())
     }
 
     /// How many entities the collection holds (strongly consistent).

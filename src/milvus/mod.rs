@@ -8,6 +8,7 @@
 mod client;
 mod collection;
 pub mod schema;
+mod search;
 mod sync;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use client::check;
 pub use client::{Milvus, MilvusError};
 pub use collection::metric_name;
+pub use search::MilvusVectors;
 pub use sync::{CONSUMER, DEGRADED_LAG, LEASE_TTL, MilvusSync, MilvusSyncStatus};
 
 use crate::{configuration::Secret, domain::product::Product, search::distance::Metric};
@@ -36,6 +38,12 @@ pub struct MilvusConfig {
     /// The vector dimension and metric: the same as the local index's.
     pub dim: usize,
     pub metric: Metric,
+    /// `SOKO_VECTOR_BACKEND=milvus`: vector queries go to Milvus instead of the local index.
+    pub route_search: bool,
+    /// Search breadth: HNSW's `ef` (`SOKO_HNSW_EF_SEARCH`, at least `k`), IVF's `nprobe`
+    /// (`SOKO_MILVUS_NPROBE`).
+    pub ef_search: usize,
+    pub nprobe: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -163,6 +163,40 @@ pub fn ids_expr(ids: &[String]) -> String {
     format!("{ID} in [{}]", quoted.join(", "))
 }
 
+/// A string literal in a Milvus expression.
+fn literal(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The search service's filter as a Milvus boolean expression over the scalar fields (search
+/// covers active products only), leaving out `exclude`.
+pub fn filter_expr(
+    filter: &crate::domain::listing::ProductFilter,
+    exclude: Option<crate::domain::product::ProductId>,
+) -> String {
+    let status = filter.status.unwrap_or(crate::domain::product::ProductStatus::Active);
+    let mut terms = vec![format!("{STATUS} == {}", literal(status.as_str()))];
+    if let Some(category) = &filter.category_id {
+        terms.push(format!("{CATEGORY} == {}", literal(category.as_str())));
+    }
+    if let Some(seller) = &filter.seller_id {
+        terms.push(format!("{SELLER} == {}", literal(&seller.to_string())));
+    }
+    if let Some(currency) = &filter.currency {
+        terms.push(format!("{CURRENCY} == {}", literal(currency.as_str())));
+    }
+    if let Some(min) = filter.min_price_minor {
+        terms.push(format!("{PRICE_MINOR} >= {min}"));
+    }
+    if let Some(max) = filter.max_price_minor {
+        terms.push(format!("{PRICE_MINOR} <= {max}"));
+    }
+    if let Some(id) = exclude {
+        terms.push(format!("{ID} != {}", literal(&id.to_string())));
+    }
+    terms.join(" && ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +214,17 @@ mod tests {
         };
         let back = rows(&columns(&[row.clone(), row.clone()], 3)).unwrap();
         assert_eq!(back, vec![row.clone(), row]);
+    }
+
+    #[test]
+    fn a_filter_becomes_one_expression_and_literals_stay_literals() {
+        let filter = crate::domain::listing::ProductFilter {
+            min_price_minor: Some(100),
+            max_price_minor: Some(900),
+            ..Default::default()
+        };
+        assert_eq!(filter_expr(&filter, None), "status == \"active\" && price_minor >= 100 && price_minor <= 900");
+        assert_eq!(literal("a\"b\\"), "\"a\\\"b\\\\\"");
     }
 
     #[test]

@@ -74,6 +74,21 @@ pub struct SearchEngine {
     wake: Arc<tokio::sync::Notify>,
     /// Told of the events each catch-up applied.
     listeners: RwLock<Vec<Arc<dyn OutboxListener>>>,
+    /// Where vector queries go instead of the local index (`SOKO_VECTOR_BACKEND=milvus`).
+    remote: std::sync::OnceLock<Arc<dyn RemoteVectors>>,
+}
+
+/// A vector store outside this process that answers nearest-neighbour queries in place of the
+/// local index: Milvus, for catalogs too big for one replica. It answers live, active products
+/// matching the filter, re-checked against the database, best first.
+pub trait RemoteVectors: Send + Sync {
+    fn nearest<'a>(
+        &'a self,
+        query: &'a [f32],
+        k: usize,
+        filter: &'a crate::domain::listing::ProductFilter,
+        exclude: Option<ProductId>,
+    ) -> futures_util::future::BoxFuture<'a, anyhow::Result<Vec<(crate::domain::product::Product, f32)>>>;
 }
 
 /// Something else kept in step with the outbox, told by the search follower what it applied.
@@ -127,7 +142,13 @@ impl SearchEngine {
             reindex: std::sync::Mutex::default(),
             wake: Arc::default(),
             listeners: RwLock::default(),
+            remote: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sends vector queries to `remote` from now on (set once, at start-up).
+    pub fn route_vectors_to(&self, remote: Arc<dyn RemoteVectors>) {
+        let _ = self.remote.set(remote);
     }
 
     /// What a write through this replica signals so the follower picks its event up at once.

@@ -142,7 +142,7 @@ impl SearchEngine {
         let filter = parse_filter(&mut v, &request.filter);
         v.finish()?;
         let key = vector_key(self.key("vector"), &request.vector, k, &filter);
-        self.cached(key, || self.nearest(&request.vector, k, &filter, None)).await
+        self.cached(key, self.nearest_routed(&request.vector, k, &filter, None)).await
     }
 
     /// Products that look like `product_id` (by embedding), never including it.
@@ -171,7 +171,7 @@ impl SearchEngine {
         // The product's own embedding is in the key too: its position in the index already
         // changes with every write, this makes the key say what was searched.
         let key = vector_key(self.key("similar").part(id.0.as_bytes()), &query, k, &filter);
-        self.cached(key, || self.nearest(&query, k, &filter, Some(id))).await
+        self.cached(key, self.nearest_routed(&query, k, &filter, Some(id))).await
     }
 
     /// Text and vector results fused by reciprocal-rank fusion: each list contributes
@@ -190,10 +190,10 @@ impl SearchEngine {
         let filter = parse_filter(&mut v, &request.filter);
         v.finish()?;
         let key = vector_key(self.key("hybrid").part(query.as_bytes()), &request.vector, k, &filter);
-        self.cached(key, || self.fuse(query, &request.vector, k, &filter)).await
+        self.cached(key, self.fuse(query, &request.vector, k, &filter)).await
     }
 
-    fn fuse(&self, query: &str, vector: &[f32], k: usize, filter: &ProductFilter) -> Vec<(Product, f32)> {
+    async fn fuse(&self, query: &str, vector: &[f32], k: usize, filter: &ProductFilter) -> Vec<(Product, f32)> {
         let text_hits: Vec<Product> = self
             .text
             .read()
@@ -204,7 +204,7 @@ impl SearchEngine {
             .map(|h| h.product)
             .collect();
         let vector_hits: Vec<Product> =
-            self.nearest(vector, RRF_DEPTH, filter, None).into_iter().map(|(p, _)| p).collect();
+            self.nearest_routed(vector, RRF_DEPTH, filter, None).await.into_iter().map(|(p, _)| p).collect();
         let mut fused: std::collections::HashMap<ProductId, (f32, Product)> = std::collections::HashMap::new();
         for list in [text_hits, vector_hits] {
             for (rank, product) in list.into_iter().enumerate() {
@@ -218,17 +218,17 @@ impl SearchEngine {
         fused
     }
 
-    /// A cached result for `key`, or `compute`'s, cached.
+    /// A cached result for `key`, or `compute`'s, cached. `compute` is not started on a hit.
     async fn cached(
         &self,
         key: Key,
-        compute: impl FnOnce() -> Vec<(Product, f32)>,
+        compute: impl Future<Output = Vec<(Product, f32)>>,
     ) -> Result<Vec<(Product, f32)>, Error> {
         if let Some(hits) = self.cache.get(&key, |c| self.products(&c.hits, |p, score| (p, score))).await {
             return Ok(hits);
         }
         let generation = self.cache.generation();
-        let hits = compute();
+        let hits = compute.await;
         let cached = Cached { hits: hits.iter().map(|(p, score)| (p.id, *score)).collect(), next: None };
         self.cache.put(key, generation, cached).await;
         Ok(hits)
@@ -241,10 +241,36 @@ impl SearchEngine {
         hits.iter().map(|(id, score)| text.get(*id).map(|p| make(p.clone(), *score))).collect()
     }
 
-    /// A cache key for `rpc` at the index's current position.
+    /// A cache key for `rpc` at the index's current position. Results routed to Milvus are
+    /// keyed apart from the local index's: the two may rank near-ties differently.
     fn key(&self, rpc: &str) -> KeyBuilder {
         let position = *self.position.lock().expect("position lock");
-        KeyBuilder::new(&self.salt, &position, rpc)
+        let key = KeyBuilder::new(&self.salt, &position, rpc);
+        if self.remote.get().is_some() { key.part(b"remote") } else { key }
+    }
+
+    /// The nearest products through the remote vector store when one is configured, falling
+    /// back to the local index when it fails (its breaker open, unreachable, refusing).
+    async fn nearest_routed(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: &ProductFilter,
+        exclude: Option<ProductId>,
+    ) -> Vec<(Product, f32)> {
+        if let Some(remote) = self.remote.get() {
+            match remote.nearest(query, k, filter, exclude).await {
+                Ok(hits) => {
+                    metrics::counter!("soko_vector_searches_total", "backend" => "milvus").increment(1);
+                    return hits;
+                }
+                Err(e) => {
+                    metrics::counter!("soko_vector_searches_total", "backend" => "local_fallback").increment(1);
+                    tracing::warn!(error = %e, "vector search through Milvus failed; answered from the local index");
+                }
+            }
+        }
+        self.nearest(query, k, filter, exclude)
     }
 
     pub fn cache_health(&self) -> super::cache::CacheHealth {
