@@ -943,7 +943,13 @@ fn milvus(
     if !(1..=65_536).contains(&nprobe) {
         problems.push(format!("SOKO_MILVUS_NPROBE: {nprobe} is outside 1..=65536"));
     }
+    let reconcile_secs: u64 =
+        parse_or(problems, "SOKO_MILVUS_RECONCILE_INTERVAL_SECS", var("SOKO_MILVUS_RECONCILE_INTERVAL_SECS"), 3600);
+    if reconcile_secs > 7 * 24 * 3600 {
+        problems.push(format!("SOKO_MILVUS_RECONCILE_INTERVAL_SECS: {reconcile_secs} is more than a week"));
+    }
     Some(crate::milvus::MilvusConfig {
+        reconcile_every: (reconcile_secs > 0).then(|| Duration::from_secs(reconcile_secs)),
         route_search,
         ef_search: hnsw.ef_search,
         nprobe,

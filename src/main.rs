@@ -1,5 +1,5 @@
 //! The `soko` command: `serve` runs the server, `migrate` applies database migrations, `backup`
-//! takes, checks and restores backups.
+//! takes, checks and restores backups, `milvus reconcile` repairs drift in Milvus.
 
 use std::process::ExitCode;
 
@@ -24,6 +24,7 @@ commands:
                    create an account (default role: admin); the password is read from
                    SOKO_NEW_USER_PASSWORD if set, otherwise from the first line of standard input
 {backup}
+{milvus}
   health-check [HOST:PORT]
                    ask a running server's gRPC health service whether it is SERVING; exit 0 if
                    so, 1 otherwise (for container HEALTHCHECKs). Default: SOKO_HEALTH_ADDR, else
@@ -33,7 +34,7 @@ commands:
 Configuration comes from the environment; see .env.example.";
 
 fn usage() -> String {
-    USAGE.replace("{backup}", soko::backup::cli::USAGE)
+    USAGE.replace("{backup}", soko::backup::cli::USAGE).replace("{milvus}", soko::milvus::cli::USAGE)
 }
 
 #[tokio::main]
@@ -71,6 +72,8 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        ["milvus", "reconcile"] => Command::MilvusReconcile { reason: String::new() },
+        ["milvus", "reconcile", "--reason", reason] => Command::MilvusReconcile { reason: (*reason).to_owned() },
         // Before the configuration: a probe must not fail because a secret is missing from its
         // environment.
         ["health-check"] => return health_check(None).await,
@@ -103,6 +106,7 @@ async fn main() -> ExitCode {
         Command::Migrate => migrate(config).await,
         Command::CreateUser { email, role } => create_user(config, &email, role).await,
         Command::Backup(command) => soko::backup::cli::run(&config, command).await,
+        Command::MilvusReconcile { reason } => soko::milvus::cli::run(&config, &reason).await,
     }
 }
 
@@ -111,6 +115,7 @@ enum Command {
     Migrate,
     CreateUser { email: String, role: Role },
     Backup(soko::backup::cli::Command),
+    MilvusReconcile { reason: String },
 }
 
 /// One gRPC health Check of the whole server, with a short deadline.

@@ -206,7 +206,7 @@ fn milvus_sync_to_proto(
         }),
         vector_count,
         last_apply_time: s.last_apply.and_then(timestamp),
-        last_reconcile_time: None,
+        last_reconcile_time: s.last_reconcile.and_then(|(at, _)| timestamp(at)),
         last_error: last_error.unwrap_or_default(),
     }
 }
@@ -350,11 +350,27 @@ impl AdminService for AdminApi {
         let busy = || Error::FailedPrecondition("a reindex is already running on this replica".into());
         let result = async {
             check_reason(&r.reason)?;
-            match target {
-                pb::ReindexTarget::Milvus => {
+            // Milvus is reconciled by whichever replica syncs it, on request.
+            let milvus_too = matches!(target, pb::ReindexTarget::Milvus | pb::ReindexTarget::All);
+            match (&self.milvus, target) {
+                (None, pb::ReindexTarget::Milvus) => {
                     return Err(Error::FailedPrecondition("Milvus is not configured on this deployment".into()));
                 }
-                pb::ReindexTarget::Unspecified | pb::ReindexTarget::All | pb::ReindexTarget::Local => {}
+                (Some(sync), pb::ReindexTarget::Milvus) => {
+                    sync.request_reconcile(&ctx.principal.audit_name(), &r.reason).await?;
+                    return Ok(crate::search::ReindexProgress {
+                        running: true,
+                        started_at: crate::domain::product::Timestamp::now(),
+                        finished_at: None,
+                        indexed: 0,
+                        total: 0,
+                        error: None,
+                    });
+                }
+                (Some(sync), _) if milvus_too => {
+                    sync.request_reconcile(&ctx.principal.audit_name(), &r.reason).await?;
+                }
+                _ => {}
             }
             // Checked before the request is recorded, so a refused call asks no replica to rebuild.
             if self.search.reindex_progress().is_some_and(|p| p.running) {

@@ -205,6 +205,18 @@ impl Milvus {
         check(OP, answer.status)
     }
 
+    /// Deletes the entities matching a boolean expression.
+    pub async fn delete_where(&self, expr: &str) -> Result<(), MilvusError> {
+        const OP: &str = "Delete";
+        let request = pb::DeleteRequest {
+            collection_name: self.config.collection.clone(),
+            expr: expr.to_owned(),
+            ..Default::default()
+        };
+        let answer = self.stub().delete(request).await.map_err(|s| MilvusError::from_status(OP, s))?.into_inner();
+        check(OP, answer.status)
+    }
+
     /// Entities matching a boolean expression, with the given fields, at strong consistency (so a
     /// write acknowledged before the call is seen).
     pub async fn query(&self, expr: &str, output_fields: &[&str]) -> Result<Vec<super::Row>, MilvusError> {

@@ -5,8 +5,10 @@
 //!
 //! Nothing here runs unless `MILVUS_ADDRESS` is set: the embedded default stays one process.
 
+pub mod cli;
 mod client;
 mod collection;
+pub mod reconcile;
 pub mod schema;
 mod search;
 mod sync;
@@ -16,6 +18,7 @@ use std::time::Duration;
 use client::check;
 pub use client::{Milvus, MilvusError};
 pub use collection::metric_name;
+pub use reconcile::ReconcileReport;
 pub use search::MilvusVectors;
 pub use sync::{CONSUMER, DEGRADED_LAG, LEASE_TTL, MilvusSync, MilvusSyncStatus};
 
@@ -44,6 +47,9 @@ pub struct MilvusConfig {
     /// (`SOKO_MILVUS_NPROBE`).
     pub ef_search: usize,
     pub nprobe: usize,
+    /// `SOKO_MILVUS_RECONCILE_INTERVAL_SECS` (3600 by default, 0 turns it off): how often the
+    /// syncing replica compares Milvus with the database and repairs drift.
+    pub reconcile_every: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

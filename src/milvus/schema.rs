@@ -164,7 +164,7 @@ pub fn ids_expr(ids: &[String]) -> String {
 }
 
 /// A string literal in a Milvus expression.
-fn literal(value: &str) -> String {
+pub fn literal(value: &str) -> String {
     format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
 }
 

@@ -28,7 +28,7 @@ use crate::{
 
 /// The worker's name in `outbox_consumers`.
 pub const CONSUMER: &str = "milvus";
-const LEASE: &str = "milvus-sync";
+pub(super) const LEASE: &str = "milvus-sync";
 /// How long a holder's lease lasts without renewal: the longest a dead holder's work waits.
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
 const RENEW_EVERY: Duration = Duration::from_secs(3);
@@ -69,6 +69,8 @@ pub struct MilvusSyncStatus {
     pub last_error: Option<String>,
     /// The breaker in front of Milvus on this replica (`closed`, `open`, `half_open`).
     pub circuit: &'static str,
+    /// When this replica last reconciled Milvus with the database, and what it found.
+    pub last_reconcile: Option<(crate::domain::product::Timestamp, super::ReconcileReport)>,
 }
 
 /// Past this lag a replica that does not sync itself reports Milvus as degraded: nobody is
@@ -90,12 +92,24 @@ pub struct MilvusSync {
     holder: String,
     breaker: Arc<CircuitBreaker>,
     status: Mutex<MilvusSyncStatus>,
+    /// The holder's reconciliation schedule: when the last one ran, and when requests were last
+    /// looked for.
+    reconciled_at: Mutex<Option<Instant>>,
+    requests_checked_at: Mutex<Option<Instant>>,
 }
 
 impl MilvusSync {
     pub fn new(db: Db, milvus: Milvus, breaker: Arc<CircuitBreaker>) -> Arc<Self> {
         let holder = format!("{}-{:016x}", std::process::id(), getrandom::u64().unwrap_or_default());
-        Arc::new(Self { db, milvus, holder, breaker, status: Mutex::default() })
+        Arc::new(Self {
+            db,
+            milvus,
+            holder,
+            breaker,
+            status: Mutex::default(),
+            reconciled_at: Mutex::default(),
+            requests_checked_at: Mutex::default(),
+        })
     }
 
     pub fn status(&self) -> MilvusSyncStatus {
@@ -171,6 +185,8 @@ impl MilvusSync {
             let watermark = self.db.consumer_watermark(super::CONSUMER).await?;
             tracing::info!(watermark, "this replica now syncs Milvus");
             *cursor = Some(OutboxCursor::at(watermark, []));
+            // The schedule starts with the lease: a periodic pass one interval from now.
+            *self.reconciled_at.lock().expect("schedule lock") = Some(Instant::now());
             let mut status = self.status.lock().expect("status lock");
             status.syncing_here = true;
             status.watermark = watermark;
@@ -182,7 +198,9 @@ impl MilvusSync {
             *ensured = true;
         }
         let cursor = cursor.as_mut().expect("held above");
-        self.apply_batch(cursor).await.map(Some)
+        let applied = self.apply_batch(cursor).await?;
+        self.reconcile_if_due().await?;
+        Ok(Some(applied))
     }
 
     /// Applies the next batch of outbox events; returns how many were new.
@@ -223,6 +241,63 @@ impl MilvusSync {
         }
         status.last_error = None;
         Ok(applied)
+    }
+
+    /// Reconciles when a request is waiting (looked for every [`RENEW_EVERY`]) or the periodic
+    /// interval has passed. Runs between batches, so none interleaves with it.
+    async fn reconcile_if_due(&self) -> Result<(), SyncError> {
+        let look = self.requests_checked_at.lock().expect("schedule lock").is_none_or(|at| at.elapsed() >= RENEW_EVERY);
+        let mut request = None;
+        if look {
+            *self.requests_checked_at.lock().expect("schedule lock") = Some(Instant::now());
+            let settings = self.db.settings().await?;
+            let value = |name: &str| settings.iter().find(|r| r.name == name).map(|r| r.value.clone());
+            if let Some(id) = value(super::reconcile::REQUEST)
+                && value(super::reconcile::DONE).is_none_or(|done| done.split(' ').next() != Some(id.as_str()))
+            {
+                request = Some(id);
+            }
+        }
+        let periodic = match (self.milvus.config().reconcile_every, *self.reconciled_at.lock().expect("schedule lock"))
+        {
+            (Some(every), Some(at)) => at.elapsed() >= every,
+            _ => false,
+        };
+        if request.is_none() && !periodic {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let report = super::reconcile::reconcile(&self.db, &self.milvus).await.map_err(|e| match e {
+            super::reconcile::ReconcileError::Store(e) => SyncError::Store(e),
+            super::reconcile::ReconcileError::Milvus(e) => SyncError::Milvus(e),
+        })?;
+        *self.reconciled_at.lock().expect("schedule lock") = Some(Instant::now());
+        tracing::info!(
+            %report,
+            requested = request.is_some(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Milvus reconciled with the database"
+        );
+        metrics::counter!("soko_milvus_reconcile_repairs_total").increment(report.upserted + report.deleted);
+        self.status.lock().expect("status lock").last_reconcile =
+            Some((crate::domain::product::Timestamp::now(), report));
+        if let Some(id) = request {
+            self.db
+                .put_setting(&crate::store::settings::SettingRow {
+                    name: super::reconcile::DONE.into(),
+                    value: format!("{id} {report}"),
+                    reason: String::new(),
+                    updated_at: crate::domain::product::Timestamp::now().0,
+                    updated_by: format!("soko:{}", self.holder),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Asks the syncing replica, whichever it is, to reconcile soon.
+    pub async fn request_reconcile(&self, by: &str, reason: &str) -> Result<String, StoreError> {
+        super::reconcile::request(&self.db, by, reason).await
     }
 
     fn failed(&self, error: &SyncError, failures: u32) {

@@ -46,6 +46,7 @@ fn milvus_client(address: &str, collection: &str, dim: usize) -> Milvus {
         route_search: false,
         ef_search: 64,
         nprobe: 16,
+        reconcile_every: None,
     })
     .expect("a Milvus client")
 }
@@ -463,5 +464,103 @@ async fn routed_search_agrees_with_the_local_index_and_never_leaks_a_delete() {
     assert_eq!(crate::common::violated_fields(&status), ["vector"]);
     local.stop().await.expect("clean stop");
     routed.stop().await.expect("clean stop");
+    milvus.drop_collection().await.expect("drop the test collection");
+}
+
+/// Drift planted in Milvus behind Soko's back: an entity of no product, products' entities
+/// deleted, one changed. Returns the ids whose entities were deleted or changed.
+async fn plant_drift(milvus: &Milvus, synced: &std::collections::BTreeMap<String, Row>) -> String {
+    let stranger = uuid::Uuid::new_v4().to_string();
+    let mut planted =
+        Row { id: stranger.clone(), embedding: embedding(999), ..synced.values().next().unwrap().clone() };
+    planted.status = "active".into();
+    let mut changed = synced.values().nth(1).unwrap().clone();
+    changed.price_minor = 1;
+    milvus.upsert(&[planted, changed]).await.expect("plant");
+    let deleted: Vec<String> = synced.keys().skip(2).take(3).cloned().collect();
+    milvus.delete(&deleted).await.expect("delete behind Soko's back");
+    stranger
+}
+
+/// AdminService Reindex(MILVUS) has the syncing replica repair drift both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_milvus_repairs_drift_planted_behind_sokos_back() {
+    let Some(address) = milvus_address() else { return };
+    let collection = collection_name();
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[("MILVUS_ADDRESS", address.as_str()), ("SOKO_MILVUS_COLLECTION", collection.as_str())],
+    )
+    .await;
+    let milvus = milvus_client(&address, &collection, 8);
+    let seller = app.seller("Drift Seller").await;
+    for i in 0..12 {
+        let mut p = product(&seller.id, &format!("Drift {i}"), "shoes", 100 + i);
+        p.embedding = embedding(i as usize);
+        app.create(p).await;
+    }
+    let synced = until(&milvus, Duration::from_secs(60), "12 products", |e| e.len() == 12).await;
+    let stranger = plant_drift(&milvus, &synced).await;
+    assert_ne!(entities(&milvus).await, synced, "the drift is there");
+
+    let mut admin = app.admin_as(Some(&app.admin_token));
+    admin
+        .reindex(soko::proto::soko::admin::v1::ReindexRequest {
+            target: soko::proto::soko::admin::v1::ReindexTarget::Milvus.into(),
+            reason: "drift test".into(),
+        })
+        .await
+        .expect("reindex milvus");
+    let repaired = until(&milvus, Duration::from_secs(30), "the drift repaired", |e| e == &synced).await;
+    assert!(!repaired.contains_key(&stranger));
+    let status = admin
+        .get_sync_status(soko::proto::soko::admin::v1::GetSyncStatusRequest {})
+        .await
+        .expect("sync status")
+        .into_inner()
+        .milvus
+        .expect("milvus");
+    assert!(status.last_reconcile_time.is_some(), "{status:?}");
+    assert_eq!(status.vector_count, 12);
+    app.stop().await.expect("clean stop");
+    milvus.drop_collection().await.expect("drop the test collection");
+}
+
+/// `soko milvus reconcile` with no server running does the repair itself and prints what it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconcile_command_repairs_drift_when_no_server_runs() {
+    let Some(address) = milvus_address() else { return };
+    let collection = collection_name();
+    let database = TestDatabase::create(Backend::Sqlite).await;
+    let env = [("MILVUS_ADDRESS", address.as_str()), ("SOKO_MILVUS_COLLECTION", collection.as_str())];
+    let app = spawn_on(&database.url, &env).await;
+    let milvus = milvus_client(&address, &collection, 8);
+    let seller = app.seller("Command Seller").await;
+    for i in 0..6 {
+        let mut p = product(&seller.id, &format!("Command {i}"), "shoes", 100 + i);
+        p.embedding = embedding(i as usize);
+        app.create(p).await;
+    }
+    let synced = until(&milvus, Duration::from_secs(60), "6 products", |e| e.len() == 6).await;
+    app.stop().await.expect("clean stop");
+    plant_drift(&milvus, &synced).await;
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_soko"))
+        .args(["milvus", "reconcile"])
+        .env_clear()
+        .env("DATABASE_URL", &database.url)
+        .env("SOKO_EMBEDDING_DIM", "8")
+        .env("RUST_LOG", "off")
+        .envs(env)
+        .output()
+        .expect("soko runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        stdout.trim(),
+        "checked=6 upserted=4 deleted=1",
+        "three missing and one changed written, one stranger gone"
+    );
+    assert_eq!(entities(&milvus).await, synced);
     milvus.drop_collection().await.expect("drop the test collection");
 }
