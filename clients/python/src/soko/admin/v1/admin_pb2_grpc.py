@@ -218,6 +218,13 @@ class AdminServiceServicer:
         until the new one is complete, then switches over. Follow progress with
         GetSyncStatus.
 
+        For Milvus (target MILVUS or ALL, when Milvus is configured) it asks the
+        replica that syncs Milvus to reconcile the collection with the database:
+        entities missing or different are written, entities of no live product
+        with an embedding are deleted. GetSyncStatus's `milvus.last_reconcile_time`
+        moves when that is done. With target MILVUS, `reindex` in the response is
+        the request (running, nothing indexed).
+
         Access: admin. Audited.
         Errors: INVALID_ARGUMENT (`reason` too long), FAILED_PRECONDITION (a
         reindex is already running, or the chosen target is not configured),
