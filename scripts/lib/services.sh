@@ -316,6 +316,23 @@ milvus_ping() {
   return "$rc"
 }
 
+# milvus_started ADDR: the server this run started answers; a server that died (its ports taken
+# by another Milvus, say) ends the wait at once instead of after the timeout.
+milvus_started() {
+  local child dead=0
+  kill -0 "$SOKO_MILVUS_PID" 2>/dev/null || dead=1
+  # The wrapper outlives the server it runs: a zombie child means the server is gone.
+  for child in $(pgrep -P "$SOKO_MILVUS_PID"); do
+    [[ "$(ps -o stat= -p "$child" 2>/dev/null)" == Z* ]] && dead=1
+  done
+  if ((dead)); then
+    SOKO_SERVICE_TIMEOUT=0
+    err "milvus-server exited (see $SOKO_MILVUS_DATA.log)"
+    return 1
+  fi
+  milvus_ping "$1"
+}
+
 ensure_milvus() {
   if [[ -n "${SOKO_TEST_MILVUS_ADDRESS:-}" ]]; then
     log "milvus: using preset SOKO_TEST_MILVUS_ADDRESS (bring-up skipped)"
@@ -336,7 +353,7 @@ ensure_milvus() {
     SOKO_MILVUS_PID=$!
     # Its first start unpacks the server and starts etcd: allow longer than a database.
     local SOKO_SERVICE_TIMEOUT=$((SOKO_SERVICE_TIMEOUT < 120 ? 120 : SOKO_SERVICE_TIMEOUT))
-    wait_for "Milvus on $addr" milvus_ping "$addr" || { tail -20 "$SOKO_MILVUS_DATA.log" >&2; return 1; }
+    wait_for "Milvus on $addr" milvus_started "$addr" || { tail -20 "$SOKO_MILVUS_DATA.log" >&2; return 1; }
   fi
   export SOKO_TEST_MILVUS_ADDRESS="$addr"
   log "milvus: ok ($addr${SOKO_MILVUS_PID:+, pid $SOKO_MILVUS_PID})"
