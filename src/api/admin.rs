@@ -188,8 +188,7 @@ fn milvus_sync_to_proto(
         Ok(count) => (count, None),
         Err(e) => (0, Some(e.to_string())),
     };
-    let last_error = s.last_error.clone().or(count_error);
-    let state = if last_error.is_some() || s.circuit != "closed" || s.lag > crate::milvus::DEGRADED_LAG {
+    let state = if s.degraded() || count_error.is_some() {
         pb::SyncState::Failing
     } else if s.lag_events > CATCHING_UP_EVENTS {
         pb::SyncState::CatchingUp
@@ -207,7 +206,7 @@ fn milvus_sync_to_proto(
         vector_count,
         last_apply_time: s.last_apply.and_then(timestamp),
         last_reconcile_time: s.last_reconcile.and_then(|(at, _)| timestamp(at)),
-        last_error: last_error.unwrap_or_default(),
+        last_error: s.last_error.clone().or(count_error).unwrap_or_default(),
     }
 }
 

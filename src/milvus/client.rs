@@ -13,7 +13,7 @@ use tonic::{
     transport::Channel,
 };
 
-use super::MilvusConfig;
+use super::{MilvusConfig, schema::kv};
 use crate::proto::milvus::proto::{common, milvus as pb, milvus::milvus_service_client::MilvusServiceClient};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +44,7 @@ impl MilvusError {
         }
     }
 
-    fn from_status(op: &'static str, status: tonic::Status) -> Self {
+    pub(super) fn from_status(op: &'static str, status: tonic::Status) -> Self {
         match status.code() {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::ResourceExhausted => {
                 Self::Unavailable { op, message: status.message().to_owned() }
@@ -203,19 +203,10 @@ impl Milvus {
 
     /// Deletes the entities with these primary keys (absent ones are no error: deletes replay).
     pub async fn delete(&self, ids: &[String]) -> Result<(), MilvusError> {
-        const OP: &str = "Delete";
         if ids.is_empty() {
             return Ok(());
         }
-        let request = pb::DeleteRequest {
-            collection_name: self.config.collection.clone(),
-            expr: super::schema::ids_expr(ids),
-            ..Default::default()
-        };
-        let answer = self.stub().delete(request).await.map_err(|s| MilvusError::from_status(OP, s))?.into_inner();
-        check(OP, answer.status)?;
-        self.wrote(answer.timestamp);
-        Ok(())
+        self.delete_where(&super::schema::ids_expr(ids)).await
     }
 
     /// Deletes the entities matching a boolean expression.
@@ -270,18 +261,17 @@ impl Milvus {
             super::IndexKind::Hnsw { .. } => format!("{{\"ef\": {}}}", self.config.ef_search.max(k)),
             super::IndexKind::IvfFlat { .. } => format!("{{\"nprobe\": {}}}", self.config.nprobe),
         };
-        let kv = |key: &str, value: String| common::KeyValuePair { key: key.to_owned(), value };
         let request = pb::SearchRequest {
             collection_name: self.config.collection.clone(),
             dsl: expr.to_owned(),
             dsl_type: DslType::BoolExprV1 as i32,
             placeholder_group: placeholder.encode_to_vec(),
             search_params: vec![
-                kv("anns_field", super::schema::EMBEDDING.into()),
-                kv("topk", k.to_string()),
-                kv("metric_type", super::metric_name(self.config.metric).into()),
+                kv("anns_field", super::schema::EMBEDDING),
+                kv("topk", k),
+                kv("metric_type", super::metric_name(self.config.metric)),
                 kv("params", params),
-                kv("round_decimal", "-1".into()),
+                kv("round_decimal", -1),
             ],
             nq: 1,
             consistency_level: common::ConsistencyLevel::Customized as i32,
@@ -350,10 +340,6 @@ impl Milvus {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-
-    pub(super) fn map_status(op: &'static str, status: tonic::Status) -> MilvusError {
-        MilvusError::from_status(op, status)
     }
 }
 

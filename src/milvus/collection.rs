@@ -2,10 +2,10 @@
 
 use prost::Message;
 
-use super::{IndexKind, Milvus, MilvusError, check, schema};
+use super::{IndexKind, Milvus, MilvusError, check, schema, schema::kv};
 use crate::{
     proto::milvus::proto::{
-        common::{ConsistencyLevel, KeyValuePair, LoadState},
+        common::{ConsistencyLevel, LoadState},
         milvus as pb,
     },
     search::distance::Metric,
@@ -17,10 +17,6 @@ pub fn metric_name(metric: Metric) -> &'static str {
         Metric::Cosine => "COSINE",
         Metric::L2 => "L2",
     }
-}
-
-fn kv(key: &str, value: impl ToString) -> KeyValuePair {
-    KeyValuePair { key: key.to_owned(), value: value.to_string() }
 }
 
 impl Milvus {
@@ -35,7 +31,7 @@ impl Milvus {
                 .stub()
                 .has_collection(pb::HasCollectionRequest { collection_name: name.clone(), ..Default::default() })
                 .await
-                .map_err(|s| Self::map_status(OP, s))?
+                .map_err(|s| MilvusError::from_status(OP, s))?
                 .into_inner();
             check(OP, answer.status)?;
             answer.value
@@ -53,7 +49,7 @@ impl Milvus {
                 consistency_level: ConsistencyLevel::Bounded as i32,
                 ..Default::default()
             };
-            let status = self.stub().create_collection(request).await.map_err(|s| Self::map_status(OP, s))?;
+            let status = self.stub().create_collection(request).await.map_err(|s| MilvusError::from_status(OP, s))?;
             check(OP, Some(status.into_inner()))?;
             tracing::info!(collection = %name, dim = self.config.dim, "Milvus collection created");
         }
@@ -82,7 +78,7 @@ impl Milvus {
                 ..Default::default()
             })
             .await
-            .map_err(|s| Self::map_status(OP, s))?
+            .map_err(|s| MilvusError::from_status(OP, s))?
             .into_inner();
         check(OP, answer.status)?;
         let found = answer.schema.as_ref().and_then(schema::vector_dim);
@@ -110,7 +106,7 @@ impl Milvus {
                 ..Default::default()
             })
             .await
-            .map_err(|s| Self::map_status(OP, s))?
+            .map_err(|s| MilvusError::from_status(OP, s))?
             .into_inner();
         match check(OP, answer.status) {
             Ok(()) => {}
@@ -149,7 +145,7 @@ impl Milvus {
             ],
             ..Default::default()
         };
-        let status = self.stub().create_index(request).await.map_err(|s| Self::map_status(OP, s))?;
+        let status = self.stub().create_index(request).await.map_err(|s| MilvusError::from_status(OP, s))?;
         check(OP, Some(status.into_inner()))?;
         tracing::info!(collection = %self.config.collection, index_type, "Milvus index created");
         Ok(())
@@ -166,7 +162,7 @@ impl Milvus {
                 ..Default::default()
             })
             .await
-            .map_err(|s| Self::map_status(OP, s))?;
+            .map_err(|s| MilvusError::from_status(OP, s))?;
         check(OP, Some(status.into_inner()))?;
         let loaded = self
             .wait_until(self.config.timeout * 6, || async {
@@ -178,7 +174,7 @@ impl Milvus {
                         ..Default::default()
                     })
                     .await
-                    .map_err(|s| Self::map_status(OP, s))?
+                    .map_err(|s| MilvusError::from_status(OP, s))?
                     .into_inner();
                 check(OP, answer.status)?;
                 Ok(answer.state == LoadState::Loaded as i32)
@@ -201,7 +197,7 @@ impl Milvus {
                 ..Default::default()
             })
             .await
-            .map_err(|s| Self::map_status(OP, s))?;
+            .map_err(|s| MilvusError::from_status(OP, s))?;
         check(OP, Some(status.into_inner()))
     }
 }

@@ -20,7 +20,7 @@ pub use client::{Milvus, MilvusError};
 pub use collection::metric_name;
 pub use reconcile::ReconcileReport;
 pub use search::MilvusVectors;
-pub use sync::{CONSUMER, DEGRADED_LAG, LEASE_TTL, MilvusSync, MilvusSyncStatus};
+pub use sync::{CONSUMER, LEASE_TTL, MilvusSync, MilvusSyncStatus};
 
 use crate::{configuration::Secret, domain::product::Product, search::distance::Metric};
 

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::{Milvus, MilvusError, Row, schema};
+use super::{Milvus, MilvusError, Row, schema, sync::SyncError};
 use crate::{
     domain::product::{ProductId, Timestamp, Visibility},
     store::{Db, settings::SettingRow},
@@ -43,16 +43,8 @@ impl std::fmt::Display for ReconcileReport {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    Milvus(#[from] MilvusError),
-}
-
 /// Compares every product with Milvus and repairs the differences.
-pub async fn reconcile(db: &Db, milvus: &Milvus) -> Result<ReconcileReport, ReconcileError> {
+pub async fn reconcile(db: &Db, milvus: &Milvus) -> Result<ReconcileReport, SyncError> {
     let mut report = ReconcileReport::default();
     // The database's side: every live product's entity present and equal, page by page.
     let mut after = None;
@@ -62,8 +54,12 @@ pub async fn reconcile(db: &Db, milvus: &Milvus) -> Result<ReconcileReport, Reco
         after = Some(last);
         let expected: HashMap<String, Row> = page.iter().filter_map(Row::of).map(|r| (r.id.clone(), r)).collect();
         let ids: Vec<String> = page.iter().map(|p| p.id.to_string()).collect();
-        let stored: HashMap<String, Row> =
-            milvus.query(&schema::ids_expr(&ids), ALL_FIELDS).await?.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let stored: HashMap<String, Row> = milvus
+            .query(&schema::ids_expr(&ids), schema::ALL_FIELDS)
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
         report.checked += expected.len() as u64;
         let stale: Vec<Row> = expected.values().filter(|row| stored.get(&row.id) != Some(*row)).cloned().collect();
         // Products that lost their embedding keep no entity.
@@ -93,16 +89,6 @@ pub async fn reconcile(db: &Db, milvus: &Milvus) -> Result<ReconcileReport, Reco
     }
     Ok(report)
 }
-
-const ALL_FIELDS: &[&str] = &[
-    schema::ID,
-    schema::EMBEDDING,
-    schema::CATEGORY,
-    schema::SELLER,
-    schema::PRICE_MINOR,
-    schema::CURRENCY,
-    schema::STATUS,
-];
 
 /// Expressions that together list every entity, each matching at most [`QUERY_LIMIT`]: the
 /// whole collection when it is small enough, else slices by the first characters of the id.

@@ -18,14 +18,15 @@ pub const SELLER: &str = "seller";
 pub const PRICE_MINOR: &str = "price_minor";
 pub const CURRENCY: &str = "currency";
 pub const STATUS: &str = "status";
-/// Every scalar field, in the order rows are written.
-pub const SCALARS: &[&str] = &[CATEGORY, SELLER, PRICE_MINOR, CURRENCY, STATUS];
+/// Every field, as a query asks for whole rows.
+pub const ALL_FIELDS: &[&str] = &[ID, EMBEDDING, CATEGORY, SELLER, PRICE_MINOR, CURRENCY, STATUS];
 
 /// Longest id or category Milvus stores (product ids are 36-character UUIDs; category ids are
 /// bounded shorter by the catalog).
 const VARCHAR_MAX: usize = 128;
 
-fn kv(key: &str, value: impl ToString) -> KeyValuePair {
+/// One of Milvus's key-value parameters.
+pub fn kv(key: &str, value: impl ToString) -> KeyValuePair {
     KeyValuePair { key: key.to_owned(), value: value.to_string() }
 }
 

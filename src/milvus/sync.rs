@@ -267,10 +267,7 @@ impl MilvusSync {
             return Ok(());
         }
         let started = Instant::now();
-        let report = super::reconcile::reconcile(&self.db, &self.milvus).await.map_err(|e| match e {
-            super::reconcile::ReconcileError::Store(e) => SyncError::Store(e),
-            super::reconcile::ReconcileError::Milvus(e) => SyncError::Milvus(e),
-        })?;
+        let report = super::reconcile::reconcile(&self.db, &self.milvus).await?;
         *self.reconciled_at.lock().expect("schedule lock") = Some(Instant::now());
         tracing::info!(
             %report,

@@ -51,11 +51,15 @@ fn milvus_client(address: &str, collection: &str, dim: usize) -> Milvus {
     .expect("a Milvus client")
 }
 
-const ALL_FIELDS: &[&str] = &["id", "embedding", "category", "seller", "price_minor", "currency", "status"];
-
 /// Every entity in the collection, by id.
 async fn entities(milvus: &Milvus) -> std::collections::BTreeMap<String, Row> {
-    milvus.query("id != \"\"", ALL_FIELDS).await.expect("query").into_iter().map(|r| (r.id.clone(), r)).collect()
+    milvus
+        .query("id != \"\"", soko::milvus::schema::ALL_FIELDS)
+        .await
+        .expect("query")
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect()
 }
 
 /// Waits up to `within` for `done` to hold of the collection's entities.
