@@ -293,6 +293,9 @@ pub struct Config {
     pub hnsw: crate::search::vector::HnswParams,
     /// Vector index snapshots; `None` when SOKO_SNAPSHOT_INTERVAL_SECS is 0.
     pub snapshots: Option<crate::search::snapshot::SnapshotConfig>,
+    /// Outbox compaction: `SOKO_OUTBOX_RETENTION_SECS` (7 days; 0 keeps every event) and
+    /// `SOKO_OUTBOX_COMPACT_INTERVAL_SECS` (an hour).
+    pub outbox_retention: Option<crate::outbox::Retention>,
     /// How long a search result stays cached (in Redis when `REDIS_URL` is set, in this process
     /// otherwise); zero turns the cache off.
     pub search_cache_ttl: Duration,
@@ -668,6 +671,22 @@ impl Config {
             source: format!("{database:?}"),
         });
 
+        let retention_secs: u64 =
+            parse_or(&mut problems, "SOKO_OUTBOX_RETENTION_SECS", var("SOKO_OUTBOX_RETENTION_SECS"), 7 * 24 * 3600);
+        let compact_secs: u64 = parse_or(
+            &mut problems,
+            "SOKO_OUTBOX_COMPACT_INTERVAL_SECS",
+            var("SOKO_OUTBOX_COMPACT_INTERVAL_SECS"),
+            3600,
+        );
+        if compact_secs == 0 || compact_secs > 7 * 24 * 3600 {
+            problems.push(format!("SOKO_OUTBOX_COMPACT_INTERVAL_SECS: {compact_secs} is outside 1 second..1 week"));
+        }
+        let outbox_retention = (retention_secs > 0).then(|| crate::outbox::Retention {
+            keep: Duration::from_secs(retention_secs),
+            every: Duration::from_secs(compact_secs.max(1)),
+        });
+
         let search_cache_secs: u64 =
             parse_or(&mut problems, "SOKO_SEARCH_CACHE_TTL_SECS", var("SOKO_SEARCH_CACHE_TTL_SECS"), 3600);
         if search_cache_secs > 7 * 24 * 3600 {
@@ -751,6 +770,7 @@ impl Config {
             limits,
             hnsw,
             snapshots,
+            outbox_retention,
             search_cache_ttl: Duration::from_secs(search_cache_secs),
             product_cache: ProductCacheSettings {
                 entries: product_cache_entries,
@@ -821,9 +841,6 @@ fn traces(
     })
 }
 
-/// `SENTRY_DSN`, `SENTRY_RELEASE`, `SENTRY_ENVIRONMENT` and `SENTRY_TRACES_SAMPLE_RATE`, the
-/// names Sentry's own SDKs read. The secrets this process holds are handed over too, so that an
-/// event can never carry one.
 /// Every secret the configuration holds, for scrubbers to look for.
 fn known_secrets(
     database: &DatabaseUrl,
@@ -850,6 +867,10 @@ fn known_secrets(
     secrets
 }
 
+/// `SENTRY_DSN`, `SENTRY_RELEASE`, `SENTRY_ENVIRONMENT` and `SENTRY_TRACES_SAMPLE_RATE`, the
+/// names Sentry's own SDKs read, and `SOKO_SENTRY_EVENTS_PER_SECOND`, how many events one kind
+/// of failure may send (1 by default, in bursts of ten seconds' worth). The secrets this process
+/// holds are handed over too, so that an event can never carry one.
 fn sentry(
     var: &impl Fn(&str) -> Option<String>,
     env: Environment,
@@ -869,11 +890,17 @@ fn sentry(
     if !(0.0..=1.0).contains(&traces_sample_rate) {
         problems.push(format!("SENTRY_TRACES_SAMPLE_RATE: {traces_sample_rate} is outside 0..=1"));
     }
+    let events_per_second: f64 =
+        parse_or(problems, "SOKO_SENTRY_EVENTS_PER_SECOND", var("SOKO_SENTRY_EVENTS_PER_SECOND"), 1.0);
+    if !(events_per_second > 0.0 && events_per_second <= 10_000.0) {
+        problems.push(format!("SOKO_SENTRY_EVENTS_PER_SECOND: {events_per_second} is outside (0, 10000]"));
+    }
     Some(crate::telemetry::sentry::SentryConfig {
         dsn,
         release: var("SENTRY_RELEASE").unwrap_or_else(crate::telemetry::sentry::default_release),
         environment: var("SENTRY_ENVIRONMENT").unwrap_or_else(|| env.name().to_owned()),
         traces_sample_rate: traces_sample_rate.clamp(0.0, 1.0),
+        events_per_second,
         secrets,
     })
 }

@@ -262,7 +262,10 @@ impl Application {
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .context("building reflection v1alpha")?;
-        let catalog_service = CatalogServiceServer::new(CatalogApi::new(catalog, product_cache, search.wake_handle()))
+        let outbox_written = crate::outbox::OutboxSignal::new(
+            std::iter::once(search.wake_handle()).chain(milvus_sync.as_ref().map(|sync| sync.wake_handle())),
+        );
+        let catalog_service = CatalogServiceServer::new(CatalogApi::new(catalog, product_cache, outbox_written))
             .max_decoding_message_size(config.max_message_bytes)
             .max_encoding_message_size(config.max_message_bytes)
             .accept_compressed(CompressionEncoding::Gzip)
@@ -304,6 +307,7 @@ impl Application {
                     .then(|| sentry::integrations::tower::SentryHttpLayer::new().enable_transaction()),
             ))
             .layer(RequestLogLayer::new(config.log_success_every))
+            .layer(crate::middleware::catch_panic::CatchPanicLayer)
             .layer(crate::middleware::client_fault::ClientFaultLayer)
             .layer(DeadlineLayer { default: config.limits.request_timeout })
             .layer(GateLayer::new(LoadShed::new(config.limits.max_concurrent_requests)))
@@ -420,6 +424,14 @@ impl Application {
                 let _ = milvus_stopped.await;
             }))
         });
+        // One replica an hour deletes the outbox events every consumer has passed.
+        let (stop_compaction, compaction_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some(retention) = config.outbox_retention {
+            let holder = format!("{}-{:016x}", std::process::id(), getrandom::u64().unwrap_or_default());
+            tokio::spawn(crate::outbox::run_compaction(db.clone(), retention, holder, async {
+                let _ = compaction_stopped.await;
+            }));
+        }
         // Search serves once its index has caught up with the outbox.
         let (stop_search, search_stopped) = tokio::sync::oneshot::channel::<()>();
         let follower = tokio::spawn(search.clone().follow(async {
@@ -466,6 +478,7 @@ impl Application {
         let _ = stop_grpc.send(());
         let _ = stop_search.send(());
         let _ = stop_backups.send(());
+        let _ = stop_compaction.send(());
         let drained = tokio::time::timeout(config.shutdown_timeout, grpc).await;
         let _ = stop_sessions.send(());
         let _ = stop_switches.send(());

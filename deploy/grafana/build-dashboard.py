@@ -64,6 +64,15 @@ PANELS = [
     ("Search index", "Snapshot age", "s",
      [("{{instance}}", 'time() - soko_search_snapshot_timestamp_seconds{instance=~"$instance"}')],
      "Age of the on-disk vector index snapshot: a restart replays the outbox from it."),
+    ("Milvus", "Milvus sync lag", "s",
+     [("{{instance}} seconds", 'soko_milvus_sync_lag_seconds{instance=~"$instance"}'),
+      ("{{instance}} events", 'soko_milvus_sync_lag_events{instance=~"$instance"}')],
+     "Age of the oldest outbox event Milvus has not received, and how many there are, as each replica measures it. Past 30 s GetSyncStatus reports Milvus degraded; vector search falls back to the local index while Milvus fails."),
+    ("Milvus", "Milvus sync throughput and errors", "ops",
+     [("events applied/s", 'sum(rate(soko_milvus_sync_events_total{instance=~"$instance"}[$__rate_interval]))'),
+      ("errors/s", 'sum(rate(soko_milvus_sync_errors_total{instance=~"$instance"}[$__rate_interval]))'),
+      ("repaired by reconciliation", 'sum(increase(soko_milvus_reconcile_repairs_total{instance=~"$instance"}[$__range]))')],
+     "Outbox events the lease holder wrote to Milvus, failed turns of the sync (it backs off and retries), and entities a reconciliation had to fix: any at all means drift, see deploy/INCIDENTS.md."),
     ("Dependencies", "Circuit breakers", "short",
      [("{{dependency}}", 'max by (dependency) (soko_circuit_breaker_state{instance=~"$instance"})')],
      "0 closed, 1 open, 2 half-open. Open database = automatic read-only mode; open redis = in-process fallbacks."),
@@ -79,6 +88,10 @@ PANELS = [
      [("sentry {{outcome}}", 'sum by (outcome) (increase(soko_sentry_events_total{instance=~"$instance"}[$__range]))'),
       ("spans exported/s", 'sum(rate(soko_trace_spans_exported_total{instance=~"$instance"}[$__rate_interval]))')],
      "Events sent to Sentry (sent, refused, failed) and spans exported over OTLP."),
+    ("Telemetry", "Panics and dropped error events", "short",
+     [("panics", 'sum(increase(soko_panics_total{instance=~"$instance"}[$__range]))'),
+      ("sentry dropped {{reason}}", 'sum by (reason) (increase(soko_sentry_events_dropped_total{instance=~"$instance"}[$__range]))')],
+     "Calls whose handler panicked (answered INTERNAL), and Sentry events not sent: over a failure's budget, queue full, or rate limited by Sentry."),
 ]
 
 
@@ -117,7 +130,7 @@ def dashboard():
     return {
         "uid": "soko-overview",
         "title": "Soko",
-        "description": "Soko's calls, load protection, database pool, caches, search index and dependencies. deploy/MONITORING.md explains each panel's alert.",
+        "description": "Soko's calls, load protection, database pool, caches, search index, Milvus sync and dependencies. deploy/MONITORING.md explains each panel's alert.",
         "tags": ["soko"],
         "schemaVersion": 39,
         "version": 1,

@@ -26,20 +26,20 @@ use crate::{
 pub struct CatalogApi {
     catalog: Catalog,
     cache: Arc<ProductCache>,
-    /// Wakes the outbox follower after a write, so search and other replicas' caches see it
-    /// without waiting for a poll.
-    outbox_written: Arc<tokio::sync::Notify>,
+    /// Wakes the outbox consumers after a write (the search follower, the Milvus sync), so
+    /// search, Milvus and other replicas' caches see it without waiting for a poll.
+    outbox_written: crate::outbox::OutboxSignal,
 }
 
 impl CatalogApi {
-    pub fn new(catalog: Catalog, cache: Arc<ProductCache>, outbox_written: Arc<tokio::sync::Notify>) -> Self {
+    pub fn new(catalog: Catalog, cache: Arc<ProductCache>, outbox_written: crate::outbox::OutboxSignal) -> Self {
         Self { catalog, cache, outbox_written }
     }
 
     /// After a write committed: this replica's cached copies go, and the follower looks now.
     async fn written(&self, id: ProductId) {
         self.cache.forget(id).await;
-        self.outbox_written.notify_one();
+        self.outbox_written.written();
     }
 
     /// Stores what was read from the database, if anyone may read it (see the cache's rules),

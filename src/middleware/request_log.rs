@@ -134,7 +134,7 @@ where
         let future = span.in_scope(|| self.inner.call(request));
         let success_every = self.success_every;
         Box::pin(async move {
-            let record = Record {
+            let mut record = Record {
                 span: span.clone(),
                 request_id: id,
                 start,
@@ -151,6 +151,10 @@ where
                     return Err(e);
                 }
             };
+            if response.extensions().get::<crate::middleware::catch_panic::Panicked>().is_some() {
+                // Sentry's panic integration has sent this one, backtrace and all.
+                record.hub = None;
+            }
             if let Ok(value) = HeaderValue::from_str(&record.request_id) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
             }

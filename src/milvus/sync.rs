@@ -96,11 +96,20 @@ pub struct MilvusSync {
     /// looked for.
     reconciled_at: Mutex<Option<Instant>>,
     requests_checked_at: Mutex<Option<Instant>>,
+    /// Rung by this replica's catalog writes: the holder applies them at once instead of at its
+    /// next poll, which was the floor of the end-to-end lag.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl MilvusSync {
     pub fn new(db: Db, milvus: Milvus, breaker: Arc<CircuitBreaker>) -> Arc<Self> {
         let holder = format!("{}-{:016x}", std::process::id(), getrandom::u64().unwrap_or_default());
+        // Present from the start, so that rates and alerts see zero rather than no series.
+        for counter in
+            ["soko_milvus_sync_events_total", "soko_milvus_sync_errors_total", "soko_milvus_reconcile_repairs_total"]
+        {
+            metrics::counter!(counter).absolute(0);
+        }
         Arc::new(Self {
             db,
             milvus,
@@ -109,7 +118,12 @@ impl MilvusSync {
             status: Mutex::default(),
             reconciled_at: Mutex::default(),
             requests_checked_at: Mutex::default(),
+            wake: Arc::default(),
         })
+    }
+
+    pub fn wake_handle(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.wake)
     }
 
     pub fn status(&self) -> MilvusSyncStatus {
@@ -148,9 +162,13 @@ impl MilvusSync {
                 last_lag_report = Instant::now();
                 self.measure_lag(cursor.as_ref().map(OutboxCursor::watermark)).await;
             }
+            // Only the lease holder is woken by writes: another replica would try for the lease
+            // on every write. While failing, the back-off decides.
+            let woken = cursor.is_some() && failures == 0;
             tokio::select! {
                 () = &mut stop => break,
                 () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified(), if woken => {}
             }
         }
         if cursor.is_some()
@@ -184,7 +202,9 @@ impl MilvusSync {
             // Continue from where the last holder stopped (its stored watermark).
             let watermark = self.db.consumer_watermark(super::CONSUMER).await?;
             tracing::info!(watermark, "this replica now syncs Milvus");
-            *cursor = Some(OutboxCursor::at(watermark, []));
+            let mut taken = OutboxCursor::at(watermark, []);
+            self.skip_compacted(&mut taken).await?;
+            *cursor = Some(taken);
             // The schedule starts with the lease: a periodic pass one interval from now.
             *self.reconciled_at.lock().expect("schedule lock") = Some(Instant::now());
             let mut status = self.status.lock().expect("status lock");
@@ -205,8 +225,13 @@ impl MilvusSync {
 
     /// Applies the next batch of outbox events; returns how many were new.
     async fn apply_batch(&self, cursor: &mut OutboxCursor) -> Result<usize, SyncError> {
-        let before = cursor.watermark();
-        let events = self.db.outbox_after(before, BATCH).await?;
+        let mut before = cursor.watermark();
+        let mut events = self.db.outbox_after(before, BATCH).await?;
+        // Ids missing right past the watermark: a transaction in flight, or compaction.
+        if events.first().is_some_and(|e| e.id > before + 1) && self.skip_compacted(cursor).await? {
+            before = cursor.watermark();
+            events = self.db.outbox_after(before, BATCH).await?;
+        }
         let fresh = cursor.fresh(&events);
         let ids: BTreeSet<ProductId> = fresh.iter().filter_map(|e| e.product_id.parse().ok()).collect();
         if !ids.is_empty() {
@@ -241,6 +266,25 @@ impl MilvusSync {
         }
         status.last_error = None;
         Ok(applied)
+    }
+
+    /// When the outbox was compacted past the cursor, the events in between cannot be replayed:
+    /// the cursor goes on from the compaction point and a reconciliation (which compares every
+    /// id with the products table) repairs what they would have done. Returns whether it did.
+    async fn skip_compacted(&self, cursor: &mut OutboxCursor) -> Result<bool, SyncError> {
+        let through = crate::outbox::compacted_through(&self.db).await?;
+        if through <= cursor.watermark() {
+            return Ok(false);
+        }
+        tracing::warn!(
+            watermark = cursor.watermark(),
+            compacted_through = through,
+            "the outbox was compacted past the Milvus sync's position; reconciling Milvus with the database"
+        );
+        super::reconcile::request(&self.db, &self.holder, "the outbox was compacted past the Milvus sync").await?;
+        cursor.skip_to(through);
+        self.db.set_consumer_watermark(super::CONSUMER, cursor.watermark()).await?;
+        Ok(true)
     }
 
     /// Reconciles when a request is waiting (looked for every [`RENEW_EVERY`]) or the periodic

@@ -76,7 +76,13 @@ pub struct SearchEngine {
     listeners: RwLock<Vec<Arc<dyn OutboxListener>>>,
     /// Where vector queries go instead of the local index (`SOKO_VECTOR_BACKEND=milvus`).
     remote: std::sync::OnceLock<Arc<dyn RemoteVectors>>,
+    /// This replica's name among the outbox consumers, when it keeps snapshots: compaction
+    /// keeps what a restart from its snapshot would replay.
+    consumer: Option<String>,
 }
+
+/// How often a replica with snapshots tells compaction where its snapshot stands.
+const CONSUMER_REPORT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// A vector store outside this process that answers nearest-neighbour queries in place of the
 /// local index: Milvus, for catalogs too big for one replica. It answers live, active products
@@ -118,6 +124,10 @@ struct FollowState {
     load_text: bool,
     /// Events applied since the last snapshot.
     unsnapshotted: usize,
+    /// The watermark of the snapshot on disk: where a restart would replay from.
+    snapshot_watermark: Option<i64>,
+    /// Whether the outbox has been checked for compaction past the watermark since start.
+    compaction_checked: bool,
 }
 
 impl SearchEngine {
@@ -128,6 +138,16 @@ impl SearchEngine {
         snapshots: Option<SnapshotConfig>,
         cache: SearchCache,
     ) -> Arc<Self> {
+        // The host and the snapshot directory: stable across restarts of this replica, distinct
+        // for replicas sharing a host.
+        let consumer = snapshots.as_ref().map(|config| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| "localhost".into());
+            let dir = cache::digest(config.dir.to_string_lossy().as_bytes());
+            format!("search:{}:{:02x}{:02x}{:02x}{:02x}", host.trim(), dir[0], dir[1], dir[2], dir[3])
+        });
         Arc::new(Self {
             db,
             cache,
@@ -143,6 +163,7 @@ impl SearchEngine {
             wake: Arc::default(),
             listeners: RwLock::default(),
             remote: std::sync::OnceLock::new(),
+            consumer,
         })
     }
 
@@ -189,7 +210,26 @@ impl SearchEngine {
         let mut applied = 0;
         let mut pending: HashMap<ProductId, Vec<f32>> = HashMap::new();
         loop {
-            let events = self.db.outbox_after(state.cursor.watermark(), BATCH).await?;
+            let watermark = state.cursor.watermark();
+            let events = self.db.outbox_after(watermark, BATCH).await?;
+            // Ids missing right past the watermark: a transaction still in flight, or events
+            // compacted away (looked at before the cursor gives up on them as rolled back).
+            // At start the point is checked whatever the outbox holds.
+            if applied == 0 && (!state.compaction_checked || events.first().is_some_and(|e| e.id > watermark + 1)) {
+                state.compaction_checked = true;
+                let through = crate::outbox::compacted_through(&self.db).await?;
+                if through > watermark {
+                    drop(state);
+                    tracing::warn!(
+                        watermark,
+                        compacted_through = through,
+                        "the outbox was compacted past this replica's position; rebuilding the search index from the products table"
+                    );
+                    self.rebuild_index(through).await?;
+                    state = self.follow.lock().await;
+                    continue;
+                }
+            }
             let fresh = state.cursor.fresh(&events);
             let mut ids: Vec<ProductId> = fresh.iter().filter_map(|e| e.product_id.parse().ok()).collect();
             ids.sort();
@@ -308,6 +348,7 @@ impl SearchEngine {
                 *self.vectors.write().expect("index lock") = restored.index;
                 let mut state = self.follow.lock().await;
                 state.cursor = OutboxCursor::at(restored.watermark, restored.applied_above);
+                state.snapshot_watermark = Some(restored.watermark);
                 state.load_text = true;
                 tracing::info!(
                     points,
@@ -351,8 +392,11 @@ impl SearchEngine {
         match written {
             Ok(Ok(dir)) => {
                 state.unsnapshotted = 0;
+                state.snapshot_watermark = Some(watermark);
+                drop(state);
                 metrics::gauge!("soko_search_snapshot_timestamp_seconds").set(unix_seconds());
                 tracing::info!(dir = %dir.display(), watermark, elapsed_ms = started.elapsed().as_millis() as u64, "search snapshot written");
+                self.report_position().await;
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "writing the search snapshot failed; will retry"),
             Err(e) => tracing::warn!(error = %e, "writing the search snapshot failed; will retry"),
@@ -367,6 +411,7 @@ impl SearchEngine {
         let interval = self.snapshots.as_ref().map(|c| c.interval);
         let mut last_snapshot = Instant::now();
         let mut last_lag_report = Instant::now() - LAG_REPORT_INTERVAL;
+        let mut last_consumer_report = Instant::now() - CONSUMER_REPORT_INTERVAL;
         let mut wait = POLL_INTERVAL;
         loop {
             match self.catch_up().await {
@@ -396,6 +441,10 @@ impl SearchEngine {
                 self.snapshot().await;
                 last_snapshot = Instant::now();
             }
+            if last_consumer_report.elapsed() >= CONSUMER_REPORT_INTERVAL {
+                last_consumer_report = Instant::now();
+                self.report_position().await;
+            }
             tokio::select! {
                 () = &mut stop => {
                     self.snapshot().await;
@@ -404,6 +453,21 @@ impl SearchEngine {
                 () = tokio::time::sleep(wait) => {}
                 () = self.wake.notified() => wait = POLL_INTERVAL,
             }
+        }
+    }
+}
+
+impl SearchEngine {
+    /// Stores where this replica's snapshot stands (or, before its first one, its index) among
+    /// the outbox consumers, so compaction keeps what a restart would replay.
+    async fn report_position(&self) {
+        let Some(consumer) = &self.consumer else { return };
+        let watermark = {
+            let state = self.follow.lock().await;
+            state.snapshot_watermark.unwrap_or_else(|| state.cursor.watermark())
+        };
+        if let Err(e) = self.db.set_consumer_watermark(consumer, watermark).await {
+            tracing::debug!(error = %e, "reporting the search snapshot's position failed; compaction may go past it");
         }
     }
 }

@@ -127,6 +127,15 @@ impl SearchEngine {
     }
 
     async fn rebuild(self: &Arc<Self>) -> Result<(), StoreError> {
+        self.rebuild_index(0).await?;
+        self.catch_up().await?;
+        Ok(())
+    }
+
+    /// Builds a new index from the products table and swaps it in, leaving the follower to
+    /// replay what came after; from `compacted_through` at least, since the events up to there
+    /// are gone from the outbox and the scan covers them.
+    pub(super) async fn rebuild_index(self: &Arc<Self>, compacted_through: i64) -> Result<(), StoreError> {
         // Everything up to here is in the products table as the scan below will read it; the
         // follower replays whatever comes after once the new index is in.
         let rewind_to = self.follow.lock().await.cursor.watermark();
@@ -160,6 +169,7 @@ impl SearchEngine {
         *self.text.write().expect("index lock") = text;
         *self.vectors.write().expect("index lock") = vectors;
         state.cursor.rewind(rewind_to);
+        state.cursor.skip_to(compacted_through);
         // The table was just read whole; a snapshot's pending text load is moot.
         state.load_text = false;
         // The next snapshot must hold the new index.
@@ -169,8 +179,6 @@ impl SearchEngine {
             listener.rebuilt();
         }
         *self.position.lock().expect("position lock") = position_digest(&state);
-        drop(state);
-        self.catch_up().await?;
         Ok(())
     }
 

@@ -169,9 +169,12 @@ pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
         // Counters of rare events exist from the start at zero: `rate()` over a series that
         // appears only with its first event reads nothing at all before it, and the dashboard's
         // panels would be empty rather than flat.
-        for name in
-            ["soko_requests_shed_total", "soko_requests_deadline_exceeded_total", "soko_product_cache_evictions_total"]
-        {
+        for name in [
+            "soko_requests_shed_total",
+            "soko_requests_deadline_exceeded_total",
+            "soko_product_cache_evictions_total",
+            "soko_panics_total",
+        ] {
             metrics::counter!(name).absolute(0);
         }
         for dependency in ["database", "image embedder"] {

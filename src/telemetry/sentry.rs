@@ -7,23 +7,26 @@
 //!
 //! Events leave through [`HyperTransport`], on the hyper and rustls this binary already links:
 //! the sentry crate's own transports would bring reqwest or ureq and native-tls, a second HTTP
-//! and TLS stack for a few requests a minute. Every event is scrubbed just before it is queued
-//! ([`Scrubber`]): no authorization metadata, API key, password, token or credentialed URL
-//! leaves the process, whichever code path put it into the event.
+//! and TLS stack for a few requests a minute. Every event is scrubbed on that thread, off the
+//! request path, before it is sent ([`Scrubber`]): no authorization metadata, API key,
+//! password, token or credentialed URL leaves the process, whichever code path put it into the
+//! event. Each kind of failure sends at most a few events per second ([`EventBudget`]).
 
 use std::{
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, Ordering},
         mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use sentry::{
     Envelope, Hub, Level,
-    protocol::{Event, Value},
+    protocol::{EnvelopeItem, Event, Value},
     transports::{RateLimiter, RateLimitingCategory},
     types::Dsn,
 };
@@ -40,6 +43,8 @@ pub struct SentryConfig {
     pub environment: String,
     /// `SENTRY_TRACES_SAMPLE_RATE`: the share of calls sent as performance traces.
     pub traces_sample_rate: f32,
+    /// `SOKO_SENTRY_EVENTS_PER_SECOND`: events one kind of failure may send, on average.
+    pub events_per_second: f64,
     /// Values that must never leave the process (the JWT secrets, the metrics token, database
     /// and Redis passwords), replaced wherever they appear in an event.
     pub secrets: Vec<Secret>,
@@ -53,6 +58,7 @@ impl std::fmt::Debug for SentryConfig {
             .field("release", &self.release)
             .field("environment", &self.environment)
             .field("traces_sample_rate", &self.traces_sample_rate)
+            .field("events_per_second", &self.events_per_second)
             .finish()
     }
 }
@@ -63,6 +69,7 @@ pub fn default_release() -> String {
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+static BUDGET: OnceLock<EventBudget> = OnceLock::new();
 
 /// Whether events are sent: the request log looks for a hub only then.
 pub fn enabled() -> bool {
@@ -72,6 +79,10 @@ pub fn enabled() -> bool {
 /// Starts the client; events are flushed when the guard drops (at the end of `main`).
 pub fn init(config: &SentryConfig) -> sentry::ClientInitGuard {
     let guard = sentry::init(options(config));
+    let _ = BUDGET.set(EventBudget::new(config.events_per_second));
+    // Present from the start, so that the dashboard's panel reads zero rather than nothing.
+    crate::telemetry::metrics();
+    metrics::counter!("soko_sentry_events_dropped_total", "reason" => "budget").absolute(0);
     ENABLED.store(true, Ordering::Relaxed);
     guard
 }
@@ -85,13 +96,8 @@ fn options(config: &SentryConfig) -> sentry::ClientOptions {
         .traces_sample_rate(config.traces_sample_rate)
         // No IP addresses, cookies or sensitive headers from the integrations.
         .send_default_pii(false)
-        // Scrubbed here as well as in the transport, so that nothing downstream of the hub
-        // (hooks, the queue) holds a secret in a form that could be logged.
-        .before_send({
-            let scrubber = scrubber.clone();
-            move |event| Some(scrubber.event(event))
-        })
-        .before_breadcrumb(move |crumb| Some(scrubber.breadcrumb(crumb)))
+        // Scrubbing is the transport thread's job: in a `before_send` hook its JSON round trip
+        // of the whole event ran on the request path of every failing call.
         .transport(transport);
     options.dsn = Some(config.dsn.clone());
     options
@@ -120,8 +126,12 @@ pub struct CallFailure<'a> {
 }
 
 /// Sends one event for a call that ended INTERNAL, UNKNOWN or DATA_LOSS, on the call's own hub
-/// (its breadcrumbs are the warnings and errors logged while it ran).
+/// (its breadcrumbs are the warnings and errors logged while it ran), unless this method and
+/// status have spent their budget.
 pub fn capture_call_failure(hub: &Hub, failure: &CallFailure<'_>) {
+    if !within_budget(&(failure.method, failure.code)) {
+        return;
+    }
     let mut event = Event {
         level: Level::Error,
         message: Some(format!("{} ended {}: {}", failure.method, failure.code, failure.message)),
@@ -144,7 +154,7 @@ pub fn capture_call_failure(hub: &Hub, failure: &CallFailure<'_>) {
 
 /// A dependency's breaker opened: a warning, sent once per opening.
 pub fn capture_breaker_opened(dependency: &str, error: &str) {
-    if !enabled() {
+    if !enabled() || !within_budget(&("circuit-breaker", dependency)) {
         return;
     }
     let mut event = Event {
@@ -155,6 +165,61 @@ pub fn capture_breaker_opened(dependency: &str, error: &str) {
     };
     event.tags.insert("dependency".into(), dependency.into());
     Hub::main().capture_event(event);
+}
+
+/// Whether one more event of this kind may be sent (always, before `init`).
+fn within_budget(kind: &impl std::hash::Hash) -> bool {
+    let allowed = BUDGET.get().is_none_or(|budget| budget.allow(kind, Instant::now()));
+    if !allowed {
+        metrics::counter!("soko_sentry_events_dropped_total", "reason" => "budget").increment(1);
+    }
+    allowed
+}
+
+/// A token bucket per kind of event (a method and status, a breaker's dependency). A burst of
+/// failures is one Sentry issue: sending each of thousands of identical events a second costs
+/// every failing call ~20x a good one (BENCHMARKS.md) and Sentry's quota, and tells nobody
+/// more. Kinds have buckets of their own, so one noisy failure cannot hide another. Events
+/// over budget are counted (`soko_sentry_events_dropped_total{reason="budget"}`); how often a
+/// call fails is `soko_grpc_server_handled_total`'s to say.
+pub struct EventBudget {
+    per_second: f64,
+    burst: f64,
+    hasher: RandomState,
+    /// Tokens left and when they were counted, by the kind's hash.
+    buckets: Mutex<HashMap<u64, (f64, Instant)>>,
+}
+
+/// Kinds kept before the table is cleared: methods × statuses, far fewer in practice.
+const MAX_KINDS: usize = 4096;
+
+impl EventBudget {
+    /// `per_second` on average, in bursts of up to ten seconds' worth (at least one event).
+    pub fn new(per_second: f64) -> Self {
+        Self {
+            per_second,
+            burst: (per_second * 10.0).max(1.0),
+            hasher: RandomState::new(),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn allow(&self, kind: &impl std::hash::Hash, now: Instant) -> bool {
+        let key = self.hasher.hash_one(kind);
+        let Ok(mut buckets) = self.buckets.lock() else { return true };
+        if buckets.len() >= MAX_KINDS && !buckets.contains_key(&key) {
+            buckets.clear();
+        }
+        let (tokens, then) = buckets.entry(key).or_insert((self.burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*then).as_secs_f64() * self.per_second).min(self.burst);
+        *then = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Replaces secrets in every string of an event.
@@ -207,10 +272,20 @@ impl Scrubber {
         serde_json::from_value(value).unwrap_or_else(|_| Event { event_id: event.event_id, ..Default::default() })
     }
 
-    pub fn breadcrumb(&self, crumb: sentry::Breadcrumb) -> sentry::Breadcrumb {
-        let mut value = serde_json::to_value(&crumb).unwrap_or_default();
-        self.walk(&mut value);
-        serde_json::from_value(value).unwrap_or_default()
+    /// The envelope with each event scrubbed field by field (its breadcrumbs, request and user
+    /// included); other items are left to the text pass over the whole envelope.
+    pub fn envelope(&self, envelope: Envelope) -> Envelope {
+        if envelope.event().is_none() {
+            return envelope;
+        }
+        let mut clean = Envelope::new().with_headers(envelope.headers().clone());
+        for item in envelope.into_items() {
+            match item {
+                EnvelopeItem::Event(event) => clean.add_item(self.event(*event)),
+                other => clean.add_item(other),
+            }
+        }
+        clean
     }
 
     fn walk(&self, value: &mut Value) {
@@ -395,6 +470,7 @@ fn run(dsn: Dsn, scrubber: Arc<Scrubber>, tasks: Receiver<Task>) {
                     metrics::counter!("soko_sentry_events_dropped_total", "reason" => "rate_limited").increment(1);
                     continue;
                 }
+                let envelope = scrubber.envelope(*envelope);
                 let mut body = Vec::new();
                 if envelope.to_writer(&mut body).is_err() {
                     continue;
@@ -572,6 +648,7 @@ mod tests {
             release: default_release(),
             environment: "test".into(),
             traces_sample_rate: 0.0,
+            events_per_second: 1.0,
             secrets: vec![Secret::new(b"jwt-secret-value-123".to_vec())],
         };
         let client = Arc::new(sentry::Client::from_config(sentry::apply_defaults(options(&config))));
@@ -583,6 +660,34 @@ mod tests {
         assert!(body.contains("\"type\":\"panic\"") || body.contains("\"panic\""), "{body}");
         assert!(body.contains("boom near [redacted]"), "{body}");
         assert!(!body.contains("jwt-secret-value-123"), "{body}");
+    }
+
+    #[test]
+    fn each_kind_of_event_has_a_budget_of_its_own() {
+        let budget = EventBudget::new(2.0);
+        let start = Instant::now();
+        let sent = |kind: &str, at: Duration| (0..100).filter(|_| budget.allow(&kind, start + at)).count();
+        // A burst of ten seconds' worth, then nothing until tokens come back.
+        assert_eq!(sent("GetProduct INTERNAL", Duration::ZERO), 20);
+        assert_eq!(sent("GetProduct INTERNAL", Duration::from_millis(100)), 0);
+        // Another kind is not held back by the first.
+        assert_eq!(sent("Login UNKNOWN", Duration::from_millis(100)), 20);
+        // Two per second come back.
+        assert_eq!(sent("GetProduct INTERNAL", Duration::from_millis(3100)), 6);
+        // A slow rate still allows one event.
+        assert!(EventBudget::new(0.01).allow(&"x", start));
+    }
+
+    #[test]
+    fn envelopes_are_scrubbed_field_by_field() {
+        let mut event = Event { message: Some("db at mysql://root:toor@h/x".into()), ..Default::default() };
+        event.extra.insert("password".into(), "hunter2".into());
+        let clean = scrubber().envelope(Envelope::from(event));
+        let mut body = Vec::new();
+        clean.to_writer(&mut body).unwrap();
+        let text = String::from_utf8(body).unwrap();
+        assert!(!text.contains("toor") && !text.contains("hunter2"), "{text}");
+        assert!(text.contains("[redacted]"), "{text}");
     }
 
     #[test]

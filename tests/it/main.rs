@@ -13,6 +13,7 @@ mod debugging;
 mod image_search;
 mod milvus;
 mod outage;
+mod outbox;
 mod product_cache;
 mod rate_limit;
 mod search;

@@ -22,18 +22,18 @@ use crate::common::{
 };
 
 /// The suite's Milvus, or `None` (a skip outside CI, a failure in it) when there is none.
-fn milvus_address() -> Option<String> {
+pub(crate) fn milvus_address() -> Option<String> {
     let address = std::env::var("SOKO_TEST_MILVUS_ADDRESS").ok();
     tool_ready(address.is_some(), "Milvus (scripts/test starts one and sets SOKO_TEST_MILVUS_ADDRESS)")
         .then(|| address.unwrap())
 }
 
-fn collection_name() -> String {
+pub(crate) fn collection_name() -> String {
     format!("soko_t_{}", uuid::Uuid::new_v4().simple())
 }
 
 /// A client of our own for the test's collection, to look at Milvus behind Soko's back.
-fn milvus_client(address: &str, collection: &str, dim: usize) -> Milvus {
+pub(crate) fn milvus_client(address: &str, collection: &str, dim: usize) -> Milvus {
     Milvus::new(MilvusConfig {
         address: format!("http://{address}"),
         username: None,
@@ -189,7 +189,45 @@ async fn outbox_head(database: &TestDatabase) -> i64 {
     db.outbox_lag(0).await.unwrap().0
 }
 
-backend_tests!(products_written_through_the_api_reach_milvus, writes_survive_milvus_going_away);
+/// Milvus was off while the catalog changed, and compaction deleted those events: the sync
+/// cannot replay them, so it reconciles, and Milvus ends up holding exactly the live products.
+async fn a_sync_behind_the_compaction_point_reconciles(backend: Backend) {
+    let Some(address) = milvus_address() else { return };
+    let database = TestDatabase::create(backend).await;
+    let first = spawn_on(&database.url, &[]).await;
+    let seller = first.seller("Compacted Seller").await;
+    let mut live = std::collections::BTreeSet::new();
+    for i in 0..10 {
+        let mut p = product(&seller.id, &format!("Compacted {i}"), "shoes", 100 + i as i64);
+        p.embedding = embedding(i);
+        live.insert(first.create(p).await.id);
+    }
+    let gone: Vec<String> = live.iter().take(2).cloned().collect();
+    for id in &gone {
+        first.catalog.clone().delete_product(pb::DeleteProductRequest { id: id.clone() }).await.unwrap();
+        live.remove(id);
+    }
+    let (deleted, _) = soko::outbox::compact(&first.db, Duration::ZERO, "test").await.unwrap();
+    assert_eq!(deleted, 11, "all but the newest of 12 events");
+    first.stop().await.expect("clean stop");
+
+    let collection = collection_name();
+    let env = [("MILVUS_ADDRESS", address.as_str()), ("SOKO_MILVUS_COLLECTION", collection.as_str())];
+    let second = spawn_on(&database.url, &env).await;
+    let milvus = milvus_client(&address, &collection, 8);
+    until(&milvus, Duration::from_secs(60), "the live products, by reconciliation", |e| {
+        e.keys().cloned().collect::<std::collections::BTreeSet<_>>() == live
+    })
+    .await;
+    second.stop().await.expect("clean stop");
+    milvus.drop_collection().await.expect("drop the test collection");
+}
+
+backend_tests!(
+    products_written_through_the_api_reach_milvus,
+    writes_survive_milvus_going_away,
+    a_sync_behind_the_compaction_point_reconciles,
+);
 
 /// A collection made for one dimension stops a server configured for another, and says both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -135,6 +135,8 @@ async fn failures_reach_sentry_with_their_ids_and_without_secrets() {
         ("SENTRY_DSN", &dsn),
         ("SENTRY_ENVIRONMENT", "ci"),
         ("SENTRY_TRACES_SAMPLE_RATE", "1.0"),
+        // A budget of 3 events in a burst for each kind of failure.
+        ("SOKO_SENTRY_EVENTS_PER_SECOND", "0.3"),
         ("JWT_SECRET", JWT_SECRET),
         ("REDIS_URL", &redis),
     ])
@@ -175,6 +177,12 @@ async fn failures_reach_sentry_with_their_ids_and_without_secrets() {
     let lost = pb::GetProductRequest { id: uuid::Uuid::now_v7().to_string(), ..Default::default() };
     let failed = catalog.get_product(with_request_id(lost, "failed-internal", Some(&tokens.access_token))).await;
     assert_eq!(failed.unwrap_err().code(), Code::Internal);
+    // A burst of the same failure: a few events, the rest dropped before they are built.
+    for i in 0..30 {
+        let lost = pb::GetProductRequest { id: uuid::Uuid::now_v7().to_string(), ..Default::default() };
+        let failed = catalog.get_product(with_request_id(lost, &format!("burst-{i}"), None)).await;
+        assert_eq!(failed.unwrap_err().code(), Code::Internal);
+    }
 
     let events = recorder
         .until("the failed call and the Redis breaker", |events| {
@@ -218,6 +226,20 @@ async fn failures_reach_sentry_with_their_ids_and_without_secrets() {
     for secret in [JWT_SECRET, REDIS_PASSWORD, EMAIL, PASSWORD, &tokens.access_token, &tokens.refresh_token] {
         assert!(!everything.contains(secret), "`{secret}` reached Sentry");
     }
+    // The burst spent its budget: the first failure and two more (a token may have come back
+    // while it ran), and the metrics count the rest.
+    let exposition = soko.metrics().await;
+    let dropped: f64 = exposition
+        .lines()
+        .find(|l| l.starts_with("soko_sentry_events_dropped_total{") && l.contains("reason=\"budget\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_default();
+    assert!(dropped >= 27.0, "{dropped} events over budget counted:\n{exposition}");
+    // Whatever was queued has arrived by now.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let internal = recorder.events().iter().filter(|e| e["tags"]["rpc.grpc.status_code"] == "INTERNAL").count();
+    assert!((1..=4).contains(&internal), "{internal} events for one kind of failure in a burst of 31");
+
     // Sampled at 1.0, the calls were sent as performance traces too.
     let transactions: Vec<_> = received.iter().flat_map(|r| items(&r.body, "transaction")).collect();
     assert!(!transactions.is_empty(), "no performance traces");
