@@ -33,8 +33,8 @@ use soko::{
         catalog as cpb,
         soko::search::v1::{SearchByVectorRequest, search_service_client::SearchServiceClient},
     },
-    search::{distance::Metric, synthetic::Mixture, vector::normalized},
     startup::Application,
+    vector::{distance::Metric, normalized, synthetic::Mixture},
 };
 use tonic::transport::Channel;
 

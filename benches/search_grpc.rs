@@ -40,8 +40,9 @@ use soko::{
         search_service_client::SearchServiceClient,
         search_service_server::{SearchService, SearchServiceServer},
     },
-    search::{SearchEngine, cache::SearchCache, synthetic::Mixture},
+    search::{SearchEngine, cache::SearchCache},
     startup::Application,
+    vector::synthetic::Mixture,
 };
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, transport::Channel};

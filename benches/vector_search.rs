@@ -20,11 +20,7 @@ use std::{
 
 use soko::{
     domain::product::ProductId,
-    search::{
-        distance, snapshot,
-        synthetic::Mixture,
-        vector::{HnswParams, VectorIndex},
-    },
+    vector::{HnswParams, VectorIndex, distance, snapshot, synthetic::Mixture},
 };
 
 const K: usize = 10;
@@ -144,7 +140,7 @@ fn main() {
                 let found = index.search_with_ef(q, K, ef, |_| true, None);
                 latencies.push(t.elapsed());
                 if pass == 0 {
-                    hits += found.iter().filter(|h| truth.contains(&position[&h.product])).count();
+                    hits += found.iter().filter(|h| truth.contains(&position[&h.key])).count();
                 }
             }
             elapsed = elapsed.min(started.elapsed().as_secs_f64());
@@ -176,7 +172,7 @@ fn main() {
     let write_secs = started.elapsed().as_secs_f64();
     drop(index);
     let started = Instant::now();
-    let restored = snapshot::load(&config, dim, params).expect("load snapshot");
+    let restored = snapshot::load::<ProductId>(&config, dim, params).expect("load snapshot");
     println!(
         "snapshot: written in {write_secs:.1} s, loaded (digest check, graph, flat copy) in {:.1} s, {} points",
         started.elapsed().as_secs_f64(),

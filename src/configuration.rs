@@ -290,9 +290,9 @@ pub struct Config {
     pub auth: AuthConfig,
     pub rate_limits: RateLimitConfig,
     pub limits: Limits,
-    pub hnsw: crate::search::vector::HnswParams,
+    pub hnsw: crate::vector::HnswParams,
     /// Vector index snapshots; `None` when SOKO_SNAPSHOT_INTERVAL_SECS is 0.
-    pub snapshots: Option<crate::search::snapshot::SnapshotConfig>,
+    pub snapshots: Option<crate::vector::snapshot::SnapshotConfig>,
     /// Outbox compaction: `SOKO_OUTBOX_RETENTION_SECS` (7 days; 0 keeps every event) and
     /// `SOKO_OUTBOX_COMPACT_INTERVAL_SECS` (an hour).
     pub outbox_retention: Option<crate::outbox::Retention>,
@@ -632,8 +632,8 @@ impl Config {
             problems.push("SOKO_MAX_CONCURRENT_REQUESTS: must be at least 1".into());
         }
 
-        let defaults = crate::search::vector::HnswParams::default();
-        let hnsw = crate::search::vector::HnswParams {
+        let defaults = crate::vector::HnswParams::default();
+        let hnsw = crate::vector::HnswParams {
             m: parse_or(&mut problems, "SOKO_HNSW_M", var("SOKO_HNSW_M"), defaults.m),
             ef_construction: parse_or(
                 &mut problems,
@@ -644,7 +644,7 @@ impl Config {
             ef_search: parse_or(&mut problems, "SOKO_HNSW_EF_SEARCH", var("SOKO_HNSW_EF_SEARCH"), defaults.ef_search),
             metric: match var("SOKO_VECTOR_METRIC") {
                 None => defaults.metric,
-                Some(name) => crate::search::distance::Metric::parse(&name).unwrap_or_else(|| {
+                Some(name) => crate::vector::distance::Metric::parse(&name).unwrap_or_else(|| {
                     problems.push(format!("SOKO_VECTOR_METRIC: {name:?} is not cosine or l2"));
                     defaults.metric
                 }),
@@ -665,7 +665,7 @@ impl Config {
         if snapshot_secs > 7 * 24 * 3600 {
             problems.push(format!("SOKO_SNAPSHOT_INTERVAL_SECS: {snapshot_secs} is more than a week"));
         }
-        let snapshots = (snapshot_secs > 0).then(|| crate::search::snapshot::SnapshotConfig {
+        let snapshots = (snapshot_secs > 0).then(|| crate::vector::snapshot::SnapshotConfig {
             dir: var("SOKO_SNAPSHOT_DIR").map(PathBuf::from).unwrap_or_else(|| data_dir.join("search-snapshot")),
             interval: Duration::from_secs(snapshot_secs),
             source: format!("{database:?}"),
@@ -911,7 +911,7 @@ fn sentry(
 fn milvus(
     var: &impl Fn(&str) -> Option<String>,
     dim: usize,
-    hnsw: crate::search::vector::HnswParams,
+    hnsw: crate::vector::HnswParams,
     problems: &mut Vec<String>,
 ) -> Option<crate::milvus::MilvusConfig> {
     let route_search = match var("SOKO_VECTOR_BACKEND").as_deref().map(str::to_ascii_lowercase).as_deref() {

@@ -25,4 +25,5 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod vector;
 pub mod web;

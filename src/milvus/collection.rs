@@ -8,7 +8,7 @@ use crate::{
         common::{ConsistencyLevel, LoadState},
         milvus as pb,
     },
-    search::distance::Metric,
+    vector::distance::Metric,
 };
 
 /// Milvus's name for a metric.

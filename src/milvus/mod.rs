@@ -22,7 +22,7 @@ pub use reconcile::ReconcileReport;
 pub use search::MilvusVectors;
 pub use sync::{CONSUMER, LEASE_TTL, MilvusSync, MilvusSyncStatus};
 
-use crate::{configuration::Secret, domain::product::Product, search::distance::Metric};
+use crate::{configuration::Secret, domain::product::Product, vector::distance::Metric};
 
 /// Where Milvus is and how Soko's collection looks in it.
 #[derive(Debug, Clone)]

@@ -63,7 +63,7 @@ impl RemoteVectors for MilvusVectors {
             };
             // The contract's score: cosine similarity, or minus the Euclidean distance (Milvus
             // answers the squared distance for L2).
-            let l2 = self.milvus.config().metric == crate::search::distance::Metric::L2;
+            let l2 = self.milvus.config().metric == crate::vector::distance::Metric::L2;
             let hits: Vec<(String, f32)> =
                 hits.into_iter().map(|(id, d)| (id, if l2 { -d.max(0.0).sqrt() } else { d })).collect();
             let ids: Vec<ProductId> = hits.iter().filter_map(|(id, _)| id.parse().ok()).collect();

@@ -7,15 +7,9 @@
 
 mod by_image;
 pub mod cache;
-pub mod distance;
-mod graph;
 mod query;
 mod rebuild;
-pub mod snapshot;
-pub mod store;
-pub mod synthetic;
 pub mod text;
-pub mod vector;
 
 pub use by_image::ImageRequest;
 pub use query::{DEFAULT_TOP_K, MAX_TOP_K, QUERY_MAX_CHARS, SearchRequest, SearchSort, VectorRequest};
@@ -29,15 +23,28 @@ use std::{
 };
 
 use cache::SearchCache;
-use snapshot::SnapshotConfig;
 use text::TextIndex;
-use vector::{HnswParams, VectorIndex};
 
 use crate::{
     domain::product::{ProductId, ProductStatus, Visibility},
     outbox::OutboxCursor,
     store::{Db, StoreError, catalog::Version},
+    vector::{
+        HnswParams, VectorIndex,
+        snapshot::{self, SnapshotConfig},
+    },
 };
+
+/// The vector engine keeps products under their ids.
+impl crate::vector::Key for ProductId {
+    fn to_bytes(self) -> [u8; 16] {
+        self.0.into_bytes()
+    }
+
+    fn from_bytes(bytes: [u8; 16]) -> Self {
+        ProductId(uuid::Uuid::from_bytes(bytes))
+    }
+}
 
 /// How often the follower looks for new outbox events while it keeps finding some.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -61,7 +68,7 @@ pub struct SearchEngine {
     /// share cache entries.
     salt: [u8; 32],
     text: RwLock<TextIndex>,
-    vectors: RwLock<VectorIndex>,
+    vectors: RwLock<VectorIndex<ProductId>>,
     follow: tokio::sync::Mutex<FollowState>,
     ready: std::sync::atomic::AtomicBool,
     snapshots: Option<SnapshotConfig>,

@@ -5,7 +5,6 @@ use super::{
     SearchEngine,
     cache::{Cached, Key, KeyBuilder},
     text::{self, Hit},
-    vector::{self, VectorHit},
 };
 use crate::domain::{
     Error,
@@ -13,6 +12,7 @@ use crate::domain::{
     listing::{self, FilterInput, ProductFilter, scope_digest},
     product::{Product, ProductId, ProductStatus},
 };
+use crate::vector::{self, VectorHit};
 
 pub const QUERY_MAX_CHARS: usize = 256;
 
@@ -298,7 +298,7 @@ impl SearchEngine {
         vectors
             .search(query, wanted, accept, candidates.as_deref())
             .into_iter()
-            .filter_map(|VectorHit { product, similarity }| text.get(product).map(|p| (p.clone(), similarity)))
+            .filter_map(|VectorHit { key, similarity }| text.get(key).map(|p| (p.clone(), similarity)))
             .take(k)
             .collect()
     }

@@ -13,7 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{BATCH, SearchEngine, position_digest, text::TextIndex, vector::VectorIndex};
+use super::{BATCH, SearchEngine, position_digest, text::TextIndex};
+use crate::vector::VectorIndex;
 use crate::{
     domain::product::{ProductStatus, Timestamp},
     store::StoreError,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use soko::{
     milvus::{IndexKind, Milvus, MilvusConfig, Row},
     proto::catalog as pb,
-    search::distance::Metric,
+    vector::distance::Metric,
 };
 
 use soko::proto::{

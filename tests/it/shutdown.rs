@@ -350,6 +350,6 @@ async fn after_kill_9_during_writes_the_search_index_holds_exactly_the_live_prod
 /// its own vector (the shared `common::product` embedding is the same for all).
 fn embedding_of(seed: u64) -> Vec<f32> {
     // Spread the seeds apart: nearby seeds start xorshift off on nearby states.
-    let mut rng = soko::search::synthetic::Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = soko::vector::synthetic::Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     (0..8).map(|_| rng.gaussian()).collect()
 }

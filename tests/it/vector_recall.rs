@@ -6,10 +6,7 @@ use std::time::Instant;
 
 use soko::{
     domain::product::ProductId,
-    search::{
-        synthetic::Mixture,
-        vector::{HnswParams, VectorIndex},
-    },
+    vector::{HnswParams, VectorIndex, synthetic::Mixture},
 };
 
 const DIM: usize = 768;
@@ -72,10 +69,15 @@ fn sample() -> Sample {
     (data, queries)
 }
 
-fn check(mut index: VectorIndex, data: &[(ProductId, Vec<f32>)], queries: &[Vec<f32>], unfiltered_floor: f64) {
+fn check(
+    mut index: VectorIndex<ProductId>,
+    data: &[(ProductId, Vec<f32>)],
+    queries: &[Vec<f32>],
+    unfiltered_floor: f64,
+) {
     let mut total = 0.0;
     for q in queries {
-        let found: Vec<ProductId> = index.search(q, K, |_| true, None).into_iter().map(|h| h.product).collect();
+        let found: Vec<ProductId> = index.search(q, K, |_| true, None).into_iter().map(|h| h.key).collect();
         total += recall(&found, &exact_top_k(data, q, K, |_| true));
     }
     let unfiltered = total / QUERIES as f64;
@@ -87,8 +89,7 @@ fn check(mut index: VectorIndex, data: &[(ProductId, Vec<f32>)], queries: &[Vec<
     let mut total = 0.0;
     for q in queries {
         let keep = |id: ProductId| selected.contains(&id);
-        let found: Vec<ProductId> =
-            index.search(q, K, keep, Some(&candidates)).into_iter().map(|h| h.product).collect();
+        let found: Vec<ProductId> = index.search(q, K, keep, Some(&candidates)).into_iter().map(|h| h.key).collect();
         assert_eq!(found.len(), K, "a selective filter still returns k results");
         total += recall(&found, &exact_top_k(data, q, K, keep));
     }
@@ -99,7 +100,7 @@ fn check(mut index: VectorIndex, data: &[(ProductId, Vec<f32>)], queries: &[Vec<
     let mut total = 0.0;
     for q in queries {
         let keep = |id: ProductId| selected.contains(&id);
-        let found: Vec<ProductId> = index.search(q, K, keep, None).into_iter().map(|h| h.product).collect();
+        let found: Vec<ProductId> = index.search(q, K, keep, None).into_iter().map(|h| h.key).collect();
         assert_eq!(found.len(), K, "a filtered graph walk still returns k results");
         total += recall(&found, &exact_top_k(data, q, K, keep));
     }
@@ -116,7 +117,7 @@ fn check(mut index: VectorIndex, data: &[(ProductId, Vec<f32>)], queries: &[Vec<
     index.upsert(moved, &queries[0]);
     for q in queries.iter().take(20) {
         let hits = index.search(q, K, |_| true, None);
-        assert!(hits.iter().all(|h| h.product != gone));
+        assert!(hits.iter().all(|h| h.key != gone));
     }
-    assert_eq!(index.search(&queries[0], 1, |_| true, None)[0].product, moved);
+    assert_eq!(index.search(&queries[0], 1, |_| true, None)[0].key, moved);
 }

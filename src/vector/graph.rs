@@ -1,7 +1,7 @@
 //! The proximity graph searches walk: every node's neighbours in one flat array of fixed-width
 //! rows, and a sample of nodes ("pivots") walks start from.
 //!
-//! hnsw_rs builds the graph in bulk (see `vector.rs`); its layer 0 is copied here and the crate's
+//! hnsw_rs builds the graph in bulk (see `index.rs`); its layer 0 is copied here and the crate's
 //! structure dropped. Later inserts go straight into this graph, the way HNSW inserts into its
 //! layer 0: a walk for `ef_construction` candidates, the diversity heuristic to pick links, and
 //! links back, re-pruned with the same heuristic when a row is full.

@@ -8,8 +8,8 @@
 //!   the scores clients see (relative error 2^-11 per component, about 1e-5 on a cosine).
 //!
 //! Together 2.3 KB per 768-d vector instead of 3 KB for the f32 vector alone. Half precision
-//! tops out at 65504, so the catalog refuses embedding values beyond it
-//! (`EMBEDDING_VALUE_MAX`).
+//! tops out at 65504, so callers must refuse values beyond it (the catalog does:
+//! `EMBEDDING_VALUE_MAX`).
 
 use super::distance::{Metric, dot_half, dot_i8, from_half, l2_half, prefetch_bytes, to_half};
 
@@ -69,10 +69,6 @@ impl Store {
 
     pub fn len(&self) -> usize {
         self.scales.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.scales.is_empty()
     }
 
     pub fn dim(&self) -> usize {
@@ -179,7 +175,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::search::synthetic::Mixture;
+    use crate::vector::synthetic::Mixture;
 
     #[test]
     fn both_passes_agree_with_the_f32_distance() {

@@ -1,5 +1,7 @@
 //! Snapshots of the vector index, so a restart loads the graph instead of rebuilding it (minutes
-//! at 100k products) and replays only the outbox past the snapshot's watermark.
+//! at 100k vectors). A snapshot carries the caller's position in whatever feeds the index (a
+//! watermark, and the positions applied beyond it: for the search service, outbox ids), so the
+//! caller replays only what came after.
 //!
 //! Layout of the snapshot directory:
 //! - `snap-<millis>/`: one complete snapshot — the index files and `meta.json` (parameters,
@@ -9,7 +11,8 @@
 //! A snapshot is written into a temporary directory, every file fsynced, the directory renamed to
 //! its final name, and only then is `CURRENT` replaced (temporary file, fsync, rename). A crash
 //! at any point leaves the previous snapshot in force. Anything that does not check out on load —
-//! missing files, a digest mismatch, other index parameters — means a rebuild from the database.
+//! missing files, a digest mismatch, other index parameters — is refused, and the caller
+//! rebuilds from its source.
 
 use std::{
     fs::{self, File},
@@ -21,7 +24,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::vector::{HnswParams, VectorIndex};
+use super::{HnswParams, Key, VectorIndex};
 
 /// 2: half-precision vectors and our own graph's links (1 was hnsw_rs's dump).
 const FORMAT: u32 = 2;
@@ -33,15 +36,15 @@ const META: &str = "meta.json";
 pub struct SnapshotConfig {
     pub dir: PathBuf,
     pub interval: Duration,
-    /// Which database the index mirrors (its redacted URL). A snapshot of another database —
-    /// a data directory reused against a new `DATABASE_URL` — would carry a watermark from a
-    /// different outbox, so it is refused.
+    /// What the index mirrors, in the caller's words (the search service: the redacted database
+    /// URL). A snapshot of another source (a data directory reused against a new
+    /// `DATABASE_URL`) would carry a position in a different feed, so it is refused.
     pub source: String,
 }
 
-/// What a snapshot restores: the index and the follower's position in the outbox.
-pub struct Restored {
-    pub index: VectorIndex,
+/// What a snapshot restores: the index and the caller's position in its feed.
+pub struct Restored<K> {
+    pub index: VectorIndex<K>,
     pub watermark: i64,
     pub applied_above: Vec<i64>,
 }
@@ -89,9 +92,9 @@ fn fsync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Writes a snapshot of `index` at `watermark` and makes it the current one. Older snapshots are
 /// removed once the new one is in force. Returns the snapshot's directory.
-pub fn write(
+pub fn write<K: Key>(
     config: &SnapshotConfig,
-    index: &VectorIndex,
+    index: &VectorIndex<K>,
     watermark: i64,
     applied_above: &[i64],
 ) -> anyhow::Result<PathBuf> {
@@ -161,7 +164,7 @@ pub enum LoadError {
 }
 
 /// Loads the current snapshot, if there is one that checks out for these settings.
-pub fn load(config: &SnapshotConfig, dim: usize, params: HnswParams) -> Result<Restored, LoadError> {
+pub fn load<K: Key>(config: &SnapshotConfig, dim: usize, params: HnswParams) -> Result<Restored<K>, LoadError> {
     let name = match fs::read_to_string(config.dir.join(CURRENT)) {
         Ok(name) => name,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LoadError::Missing),
@@ -183,7 +186,7 @@ pub fn load(config: &SnapshotConfig, dim: usize, params: HnswParams) -> Result<R
         )));
     }
     if meta.source != sha256_hex(config.source.as_bytes()) {
-        return Err(LoadError::Settings("taken from another database".into()));
+        return Err(LoadError::Settings("taken from another source".into()));
     }
     for (file, digest) in &meta.files {
         if file.contains(['/', '\\']) {
@@ -201,7 +204,8 @@ pub fn load(config: &SnapshotConfig, dim: usize, params: HnswParams) -> Result<R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{domain::product::ProductId, search::synthetic::Mixture};
+    use crate::vector::synthetic::Mixture;
+    use uuid::Uuid;
 
     fn config(dir: &Path) -> SnapshotConfig {
         SnapshotConfig { dir: dir.to_path_buf(), interval: Duration::from_secs(60), source: "sqlite:a.db".into() }
@@ -213,9 +217,9 @@ mod tests {
         dir
     }
 
-    fn sample_index(n: usize) -> (VectorIndex, Vec<(ProductId, Vec<f32>)>) {
+    fn sample_index(n: usize) -> (VectorIndex<Uuid>, Vec<(Uuid, Vec<f32>)>) {
         let mut mixture = Mixture::embedding_like(7, 16);
-        let data: Vec<(ProductId, Vec<f32>)> = (0..n).map(|_| (ProductId::generate(), mixture.sample())).collect();
+        let data: Vec<(Uuid, Vec<f32>)> = (0..n).map(|_| (Uuid::new_v4(), mixture.sample())).collect();
         let mut index = VectorIndex::new(16, HnswParams::default(), n);
         for (id, v) in &data {
             index.upsert(*id, v);
@@ -235,29 +239,29 @@ mod tests {
         for (_, q) in data.iter().take(20) {
             assert_eq!(restored.index.search(q, 5, |_| true, None), index.search(q, 5, |_| true, None));
         }
-        assert!(restored.index.vector(data[0].0).is_none(), "a removed product stays removed");
+        assert!(restored.index.vector(data[0].0).is_none(), "a removed key stays removed");
         // And it keeps taking inserts.
         let mut restored = restored.index;
-        let late = ProductId::generate();
+        let late = Uuid::new_v4();
         restored.upsert(late, &data[5].1);
-        assert!(restored.search(&data[5].1, 2, |_| true, None).iter().any(|h| h.product == late));
+        assert!(restored.search(&data[5].1, 2, |_| true, None).iter().any(|h| h.key == late));
         fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_new_snapshot_replaces_the_old_and_a_damaged_one_is_refused() {
         let dir = temp_dir("damage");
-        assert!(matches!(load(&config(&dir), 16, HnswParams::default()), Err(LoadError::Missing)));
+        assert!(matches!(load::<Uuid>(&config(&dir), 16, HnswParams::default()), Err(LoadError::Missing)));
         let (index, _) = sample_index(100);
         let first = write(&config(&dir), &index, 1, &[]).unwrap();
         std::thread::sleep(Duration::from_millis(2));
         let second = write(&config(&dir), &index, 2, &[]).unwrap();
         assert!(!first.exists() && second.exists(), "only the current snapshot is kept");
         let other = HnswParams { m: 16, ..HnswParams::default() };
-        assert!(matches!(load(&config(&dir), 16, other), Err(LoadError::Settings(_))));
-        assert!(matches!(load(&config(&dir), 8, HnswParams::default()), Err(LoadError::Settings(_))));
+        assert!(matches!(load::<Uuid>(&config(&dir), 16, other), Err(LoadError::Settings(_))));
+        assert!(matches!(load::<Uuid>(&config(&dir), 8, HnswParams::default()), Err(LoadError::Settings(_))));
         let elsewhere = SnapshotConfig { source: "postgres://db/other".into(), ..config(&dir) };
-        assert!(matches!(load(&elsewhere, 16, HnswParams::default()), Err(LoadError::Settings(_))));
+        assert!(matches!(load::<Uuid>(&elsewhere, 16, HnswParams::default()), Err(LoadError::Settings(_))));
 
         // Flip one byte of the graph: the digest catches it.
         let graph = second.join("links.u32");
@@ -265,10 +269,10 @@ mod tests {
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xFF;
         fs::write(&graph, bytes).unwrap();
-        assert!(matches!(load(&config(&dir), 16, HnswParams::default()), Err(LoadError::Corrupt(_))));
+        assert!(matches!(load::<Uuid>(&config(&dir), 16, HnswParams::default()), Err(LoadError::Corrupt(_))));
         // A truncated meta file, too.
         fs::write(second.join(META), b"{\"format\":").unwrap();
-        assert!(matches!(load(&config(&dir), 16, HnswParams::default()), Err(LoadError::Corrupt(_))));
+        assert!(matches!(load::<Uuid>(&config(&dir), 16, HnswParams::default()), Err(LoadError::Corrupt(_))));
         fs::remove_dir_all(dir).unwrap();
     }
 }

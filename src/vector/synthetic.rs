@@ -2,7 +2,7 @@
 //! Gaussian clusters, normalised. Uniform noise is nothing like real embeddings (every point is
 //! almost equally far from every other), so it would flatter or punish an index unfairly.
 
-use super::vector::normalized;
+use super::normalized;
 
 /// xorshift64* with Box–Muller: deterministic on every platform, no dependency.
 pub struct Rng(u64);

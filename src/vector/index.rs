@@ -1,9 +1,10 @@
-//! Visual search: a proximity graph over product embeddings, built in bulk by hnsw_rs and then
-//! owned, searched and extended by us (see `graph.rs` for why and how).
+//! The vector index: a proximity graph over embeddings, built in bulk by hnsw_rs and then owned,
+//! searched and extended by us (see `graph.rs` for why and how). Each point belongs to a key
+//! (the caller's id for the thing embedded: a product, for the search service).
 //!
 //! A search walks the graph comparing int8 codes, then re-ranks the walk's candidates exactly on
-//! the half-precision vectors (see `store.rs`). An update or delete leaves the product's old
-//! point in the graph, marked stale: walks pass through it but never return it. Once stale
+//! the half-precision vectors (see `store.rs`). An update or delete leaves the key's old point
+//! in the graph, marked stale: walks pass through it but never return it. Once stale
 //! points outnumber live ones, or a batch of new vectors is large next to the index, the whole
 //! index is rebuilt from the live vectors in bulk.
 
@@ -16,11 +17,11 @@ use std::{
 use hnsw_rs::{anndists::dist::Distance, hnsw::Hnsw};
 
 use super::{
+    Key,
     distance::Metric,
     graph::{Graph, NO_LINK, Scored, Space},
     store::{Query, Store},
 };
-use crate::domain::product::ProductId;
 
 /// Index build and search parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +42,7 @@ impl Default for HnswParams {
     }
 }
 
-/// A filter below this many matching products is answered by an exact scan: exact, and cheaper
+/// A filter below this many matching keys is answered by an exact scan: exact, and cheaper
 /// than a graph walk that would have to skip nearly every node.
 pub const EXACT_SCAN_BELOW: usize = 2_000;
 /// Batches of new vectors at least this large (and at least a quarter of the index) are built
@@ -84,21 +85,21 @@ impl Distance<u32> for SlotDistance<'_> {
     }
 }
 
-pub struct VectorIndex {
+pub struct VectorIndex<K> {
     params: HnswParams,
     store: Store,
     graph: Graph,
-    /// Store slot → the product it belongs to, `None` once stale.
-    points: Vec<Option<ProductId>>,
-    /// Each product's live point.
-    live: HashMap<ProductId, u32>,
+    /// Store slot → the key it belongs to, `None` once stale.
+    points: Vec<Option<K>>,
+    /// Each key's live point.
+    live: HashMap<K, u32>,
 }
 
-/// A search hit: the product and its score (cosine similarity, or minus the Euclidean distance;
+/// A search hit: the key and its score (cosine similarity, or minus the Euclidean distance;
 /// higher is closer either way).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct VectorHit {
-    pub product: ProductId,
+pub struct VectorHit<K> {
+    pub key: K,
     pub similarity: f32,
 }
 
@@ -107,7 +108,7 @@ pub fn normalized(v: &[f32]) -> Option<Vec<f32>> {
     Metric::Cosine.prepare(v)
 }
 
-impl VectorIndex {
+impl<K: Key> VectorIndex<K> {
     pub fn new(dim: usize, params: HnswParams, expected: usize) -> Self {
         Self {
             params,
@@ -120,11 +121,11 @@ impl VectorIndex {
 
     /// An index of `items`, built in bulk: hnsw_rs inserts them on every core, then its layer 0
     /// becomes our graph and the crate's structure is dropped. Later items replace earlier ones
-    /// for the same product.
-    pub fn build(dim: usize, params: HnswParams, items: impl IntoIterator<Item = (ProductId, Vec<f32>)>) -> Self {
+    /// for the same key.
+    pub fn build(dim: usize, params: HnswParams, items: impl IntoIterator<Item = (K, Vec<f32>)>) -> Self {
         let mut index = Self::new(dim, params, 0);
-        let mut slots: HashMap<ProductId, usize> = HashMap::new();
-        let mut prepared: Vec<(ProductId, Vec<f32>)> = Vec::new();
+        let mut slots: HashMap<K, usize> = HashMap::new();
+        let mut prepared: Vec<(K, Vec<f32>)> = Vec::new();
         for (id, vector) in items {
             let Some(v) = index.prepare(&vector) else {
                 if let Some(slot) = slots.remove(&id) {
@@ -183,7 +184,7 @@ impl VectorIndex {
     }
 
     /// This index's live vectors plus `items`, built in bulk (which also drops stale points).
-    pub fn rebuilt_with(&self, items: Vec<(ProductId, Vec<f32>)>) -> Self {
+    pub fn rebuilt_with(&self, items: Vec<(K, Vec<f32>)>) -> Self {
         let current = self.live.iter().map(|(id, slot)| (*id, self.store.vector(*slot)));
         Self::build(self.store.dim(), self.params, current.chain(items))
     }
@@ -220,14 +221,14 @@ impl VectorIndex {
         self.params.metric.prepare(vector).filter(|v| v.len() == self.store.dim())
     }
 
-    /// The stored vector of a product (unit length under the cosine metric, to half precision).
-    pub fn vector(&self, id: ProductId) -> Option<Vec<f32>> {
+    /// The stored vector of a key (unit length under the cosine metric, to half precision).
+    pub fn vector(&self, id: K) -> Option<Vec<f32>> {
         Some(self.store.vector(*self.live.get(&id)?))
     }
 
-    /// Adds or replaces a product's vector. Vectors of the wrong dimension or without direction
-    /// are not indexed (the catalog refuses them; this guards the index against old rows).
-    pub fn upsert(&mut self, id: ProductId, vector: &[f32]) {
+    /// Adds or replaces a key's vector. Vectors of the wrong dimension or without direction
+    /// are not indexed (callers should refuse them; this guards the index against old data).
+    pub fn upsert(&mut self, id: K, vector: &[f32]) {
         let Some(prepared) = self.prepare(vector) else {
             self.remove(id);
             return;
@@ -247,19 +248,19 @@ impl VectorIndex {
         });
     }
 
-    pub fn remove(&mut self, id: ProductId) {
+    pub fn remove(&mut self, id: K) {
         if let Some(point) = self.live.remove(&id) {
             self.points[point as usize] = None;
         }
     }
 
-    /// Writes the index into `dir` (an empty directory): the vectors, the point → product table
+    /// Writes the index into `dir` (an empty directory): the vectors, the point → key table
     /// and the graph's links. Returns the files written.
     pub fn dump(&self, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let vectors = dir.join(VECTORS_FILE);
         write_words(&vectors, self.store.halves().iter().map(|h| h.to_le_bytes()))?;
         let points = dir.join(POINTS_FILE);
-        write_words(&points, self.points.iter().map(|p| p.map_or([0; 16], |id| *id.0.as_bytes())))?;
+        write_words(&points, self.points.iter().map(|p| p.map_or([0; 16], Key::to_bytes)))?;
         let links = dir.join(LINKS_FILE);
         write_words(&links, self.graph.links().iter().map(|l| l.to_le_bytes()))?;
         Ok(vec![vectors, points, links])
@@ -269,11 +270,11 @@ impl VectorIndex {
     pub fn load(dir: &Path, dim: usize, params: HnswParams) -> anyhow::Result<Self> {
         let bytes = read_file(&dir.join(POINTS_FILE))?;
         anyhow::ensure!(bytes.len() % 16 == 0, "points file is {} bytes, not a multiple of 16", bytes.len());
-        let points: Vec<Option<ProductId>> = bytes
+        let points: Vec<Option<K>> = bytes
             .chunks_exact(16)
             .map(|raw| {
-                let uuid = uuid::Uuid::from_bytes(raw.try_into().expect("16-byte chunk"));
-                (!uuid.is_nil()).then_some(ProductId(uuid))
+                let raw: [u8; 16] = raw.try_into().expect("16-byte chunk");
+                (raw != [0; 16]).then(|| K::from_bytes(raw))
             })
             .collect();
         let bytes = read_file(&dir.join(VECTORS_FILE))?;
@@ -294,16 +295,16 @@ impl VectorIndex {
         Ok(Self { params, store: Store::from_halves(dim, params.metric, &halves), graph, points, live })
     }
 
-    /// The `k` products most similar to `query` among those `filter` accepts, best first.
-    /// `candidates`, when the caller knows the filter matches few products, is that set: they are
+    /// The `k` keys most similar to `query` among those `filter` accepts, best first.
+    /// `candidates`, when the caller knows the filter matches few keys, is that set: they are
     /// scanned exactly instead of walking the graph.
     pub fn search(
         &self,
         query: &[f32],
         k: usize,
-        filter: impl Fn(ProductId) -> bool,
-        candidates: Option<&[ProductId]>,
-    ) -> Vec<VectorHit> {
+        filter: impl Fn(K) -> bool,
+        candidates: Option<&[K]>,
+    ) -> Vec<VectorHit<K>> {
         self.search_with_ef(query, k, self.params.ef_search, filter, candidates)
     }
 
@@ -313,9 +314,9 @@ impl VectorIndex {
         query: &[f32],
         k: usize,
         ef: usize,
-        filter: impl Fn(ProductId) -> bool,
-        candidates: Option<&[ProductId]>,
-    ) -> Vec<VectorHit> {
+        filter: impl Fn(K) -> bool,
+        candidates: Option<&[K]>,
+    ) -> Vec<VectorHit<K>> {
         let Some(query) = self.prepare(query) else { return Vec::new() };
         if k == 0 || self.live.is_empty() {
             return Vec::new();
@@ -335,9 +336,9 @@ impl VectorIndex {
         let metric = self.params.metric;
         found
             .into_iter()
-            .filter_map(|s| self.points[s.point as usize].map(|product| (product, s.distance)))
+            .filter_map(|s| self.points[s.point as usize].map(|key| (key, s.distance)))
             .take(k)
-            .map(|(product, distance)| VectorHit { product, similarity: metric.score(distance) })
+            .map(|(key, distance)| VectorHit { key, similarity: metric.score(distance) })
             .collect()
     }
 }
@@ -360,39 +361,40 @@ fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     #[test]
     fn identical_vectors_score_one_and_removed_points_never_come_back() {
         let mut index = VectorIndex::new(3, HnswParams::default(), 10);
-        let a = ProductId::generate();
-        let b = ProductId::generate();
+        let a = Uuid::new_v4();
+        let b = Uuid::new_v4();
         index.upsert(a, &[0.1, 0.7, 0.3]);
         index.upsert(b, &[0.3, 0.1, 0.7]);
         let hits = index.search(&[0.1, 0.7, 0.3], 2, |_| true, None);
-        assert_eq!(hits[0].product, a);
+        assert_eq!(hits[0].key, a);
         assert!((hits[0].similarity - 1.0).abs() < 1e-3, "{hits:?}");
         index.remove(a);
         let hits = index.search(&[0.1, 0.7, 0.3], 2, |_| true, None);
-        assert_eq!(hits.iter().map(|h| h.product).collect::<Vec<_>>(), [b], "removed points never come back");
+        assert_eq!(hits.iter().map(|h| h.key).collect::<Vec<_>>(), [b], "removed points never come back");
     }
 
     #[test]
     fn the_l2_metric_ranks_by_euclidean_distance_not_direction() {
         let params = HnswParams { metric: Metric::L2, ..HnswParams::default() };
         let mut index = VectorIndex::new(2, params, 10);
-        let near = ProductId::generate();
-        let same_direction_far = ProductId::generate();
+        let near = Uuid::new_v4();
+        let same_direction_far = Uuid::new_v4();
         index.upsert(near, &[1.0, 1.2]);
         index.upsert(same_direction_far, &[10.0, 10.0]);
         let hits = index.search(&[1.0, 1.0], 2, |_| true, None);
-        assert_eq!(hits[0].product, near, "cosine would have tied them");
+        assert_eq!(hits[0].key, near, "cosine would have tied them");
         assert!((hits[0].similarity + 0.2).abs() < 1e-3, "score is minus the distance: {hits:?}");
     }
 
     #[test]
     fn a_bulk_build_and_one_by_one_inserts_find_the_same_products() {
-        let mut mixture = crate::search::synthetic::Mixture::embedding_like(3, 32);
-        let data: Vec<(ProductId, Vec<f32>)> = (0..3_000).map(|_| (ProductId::generate(), mixture.sample())).collect();
+        let mut mixture = crate::vector::synthetic::Mixture::embedding_like(3, 32);
+        let data: Vec<(Uuid, Vec<f32>)> = (0..3_000).map(|_| (Uuid::new_v4(), mixture.sample())).collect();
         let bulk = VectorIndex::build(32, HnswParams::default(), data.iter().cloned());
         let mut one_by_one = VectorIndex::new(32, HnswParams::default(), data.len());
         for (id, v) in &data {
@@ -402,13 +404,13 @@ mod tests {
         assert_eq!((bulk.len(), one_by_one.len(), rebuilt.len()), (3_000, 3_000, 3_000));
         for (id, v) in data.iter().step_by(97) {
             for index in [&bulk, &one_by_one] {
-                assert_eq!(index.search(v, 1, |_| true, None)[0].product, *id, "a stored vector finds itself");
+                assert_eq!(index.search(v, 1, |_| true, None)[0].key, *id, "a stored vector finds itself");
             }
         }
-        let top: Vec<ProductId> = rebuilt.search(&data[1].1, 2, |_| true, None).iter().map(|h| h.product).collect();
+        let top: Vec<Uuid> = rebuilt.search(&data[1].1, 2, |_| true, None).iter().map(|h| h.key).collect();
         assert!(top.contains(&data[0].0) && top.contains(&data[1].0), "the rebuild took the new vector: {top:?}");
         rebuilt.remove(data[1].0);
-        assert!(rebuilt.search(&data[1].1, 5, |_| true, None).iter().all(|h| h.product != data[1].0));
+        assert!(rebuilt.search(&data[1].1, 5, |_| true, None).iter().all(|h| h.key != data[1].0));
         assert!(!rebuilt.should_rebuild(10) && rebuilt.should_rebuild(BULK_MIN));
     }
 }
