@@ -191,7 +191,8 @@ pub async fn compact(db: &Db, keep: Duration, by: &str) -> Result<(usize, i64), 
 
 /// Compacts every `retention.every` on one replica at a time until `stop` resolves. The lease
 /// is held for the whole period, so other replicas skip it.
-pub async fn run_compaction(db: Db, retention: Retention, holder: String, stop: impl Future<Output = ()>) {
+pub async fn run_compaction(db: Db, retention: Retention, stop: impl Future<Output = ()>) {
+    let holder = crate::store::lease::new_holder();
     let mut ticks = crate::periodic::Ticks::new(retention.every.min(Duration::from_secs(60)), stop);
     while ticks.next().await {
         match db.take_lease(COMPACTION_LEASE, &holder, retention.every).await {

@@ -427,8 +427,7 @@ impl Application {
         // One replica an hour deletes the outbox events every consumer has passed.
         let (stop_compaction, compaction_stopped) = tokio::sync::oneshot::channel::<()>();
         if let Some(retention) = config.outbox_retention {
-            let holder = format!("{}-{:016x}", std::process::id(), getrandom::u64().unwrap_or_default());
-            tokio::spawn(crate::outbox::run_compaction(db.clone(), retention, holder, async {
+            tokio::spawn(crate::outbox::run_compaction(db.clone(), retention, async {
                 let _ = compaction_stopped.await;
             }));
         }

@@ -213,8 +213,7 @@ fn valid_id(id: &str) -> bool {
 
 impl Backups {
     pub fn new(db: Db, config: BackupConfig) -> Self {
-        let holder = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-        Self { db, config, running: Arc::default(), holder }
+        Self { db, config, running: Arc::default(), holder: crate::store::lease::new_holder() }
     }
 
     pub fn config(&self) -> &BackupConfig {

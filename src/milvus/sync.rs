@@ -97,13 +97,13 @@ pub struct MilvusSync {
     reconciled_at: Mutex<Option<Instant>>,
     requests_checked_at: Mutex<Option<Instant>>,
     /// Rung by this replica's catalog writes: the holder applies them at once instead of at its
-    /// next poll, which was the floor of the end-to-end lag.
+    /// next poll (up to 200 ms later). With Milvus's default time tick the end-to-end lag did not
+    /// move (BENCHMARKS.md), but Soko's own share of it is gone.
     wake: Arc<tokio::sync::Notify>,
 }
 
 impl MilvusSync {
     pub fn new(db: Db, milvus: Milvus, breaker: Arc<CircuitBreaker>) -> Arc<Self> {
-        let holder = format!("{}-{:016x}", std::process::id(), getrandom::u64().unwrap_or_default());
         // Present from the start, so that rates and alerts see zero rather than no series.
         for counter in
             ["soko_milvus_sync_events_total", "soko_milvus_sync_errors_total", "soko_milvus_reconcile_repairs_total"]
@@ -113,7 +113,7 @@ impl MilvusSync {
         Arc::new(Self {
             db,
             milvus,
-            holder,
+            holder: crate::store::lease::new_holder(),
             breaker,
             status: Mutex::default(),
             reconciled_at: Mutex::default(),

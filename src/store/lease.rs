@@ -10,6 +10,12 @@ use diesel_async::RunQueryDsl;
 use super::{Db, StoreError, schema::leases, with_conn};
 use crate::domain::product::Timestamp;
 
+/// A name for this process in the lease table, unique across replicas and restarts (a pid
+/// alone repeats across containers).
+pub fn new_holder() -> String {
+    format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
+}
+
 impl Db {
     /// Takes the lease `name` for `holder` until `ttl` from now, if nobody (`holder` included)
     /// holds it unexpired. Returns whether it was taken. A job that should run once per period
