@@ -15,10 +15,10 @@ async fn outbox_ids(app: &TestApp) -> Vec<i64> {
 }
 
 /// The products a replica's vector search finds (every test product has the same vector).
-async fn found(app: &TestApp) -> BTreeSet<String> {
+async fn found(app: &TestApp) -> Result<BTreeSet<String>, tonic::Status> {
     let request = SearchByVectorRequest { vector: vec![0.5; 8], top_k: 100, ..Default::default() };
-    let results = SearchServiceClient::new(app.channel.clone()).search_by_vector(request).await.unwrap();
-    results.into_inner().results.into_iter().map(|r| r.product_id).collect()
+    let results = SearchServiceClient::new(app.channel.clone()).search_by_vector(request).await?;
+    Ok(results.into_inner().results.into_iter().map(|r| r.product_id).collect())
 }
 
 /// `count` products, then `deleted` of them deleted; returns the live ids.
@@ -91,10 +91,13 @@ async fn a_replica_behind_the_compaction_point_rebuilds_from_the_products_table(
     let started = std::time::Instant::now();
     loop {
         // Search answers once the rebuild is in; every live product, none of the deleted ones.
-        let now = found(&second).await;
-        if now == live {
-            break;
-        }
+        // UNAVAILABLE ("still loading") until the rebuild is in.
+        let now = match found(&second).await {
+            Ok(now) if now == live => break,
+            Ok(now) => Some(now),
+            Err(status) if status.code() == tonic::Code::Unavailable => None,
+            Err(status) => panic!("{status:?}"),
+        };
         assert!(started.elapsed() < Duration::from_secs(10), "the new replica's index holds {now:?}, not {live:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -102,7 +105,7 @@ async fn a_replica_behind_the_compaction_point_rebuilds_from_the_products_table(
     let seller = second.seller("Late Seller").await;
     let late = second.create(product(&seller.id, "Late lamp", "shoes", 5)).await;
     let started = std::time::Instant::now();
-    while !found(&second).await.contains(&late.id) {
+    while !found(&second).await.unwrap().contains(&late.id) {
         assert!(started.elapsed() < Duration::from_secs(10), "a write after the rebuild was not indexed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -127,7 +130,7 @@ async fn the_server_compacts_on_schedule(backend: Backend) {
     }
     assert!(outbox::compacted_through(&app.db).await.unwrap() > 0);
     // The replica that compacted is past the point already: its index is whole.
-    assert_eq!(found(&app).await, live);
+    assert_eq!(found(&app).await.unwrap(), live);
     app.stop().await.expect("clean stop");
 }
 
